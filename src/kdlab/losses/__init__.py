@@ -1,0 +1,44 @@
+"""Pure loss functions and the registry of feature losses.
+
+Logit losses (:mod:`kdlab.losses.logits`) compare model outputs; feature losses (:mod:`kdlab.losses.features`)
+compare hidden states or attention probabilities and are looked up by name in :data:`FEATURE_LOSSES`.
+"""
+
+from __future__ import annotations
+
+from .features import (
+    FeatureLoss,
+    attention_kl,
+    attention_mse,
+    hidden_cosine,
+    hidden_mse,
+    pkd_normalized_mse,
+)
+from .logits import hard_ce, kd_mix, logit_mse, regression_mse, soft_kd
+
+FEATURE_LOSSES: dict[str, FeatureLoss] = {
+    "mse": hidden_mse,
+    "cosine": hidden_cosine,
+    "pkd": pkd_normalized_mse,
+    "attention_kl": attention_kl,
+    "attention_mse": attention_mse,
+}
+
+# These compare attention probabilities [B, H, L, L], so the matching taps must be of kind "attention".
+ATTENTION_LOSSES: frozenset[str] = frozenset({"attention_kl", "attention_mse"})
+
+__all__ = [
+    "ATTENTION_LOSSES",
+    "FEATURE_LOSSES",
+    "FeatureLoss",
+    "attention_kl",
+    "attention_mse",
+    "hard_ce",
+    "hidden_cosine",
+    "hidden_mse",
+    "kd_mix",
+    "logit_mse",
+    "pkd_normalized_mse",
+    "regression_mse",
+    "soft_kd",
+]
