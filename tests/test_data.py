@@ -67,9 +67,7 @@ def test_read_tsv_keeps_quote_characters_inside_fields() -> None:
     assert rows[12]["index"] == "12"
     # Fields that start with a quote: a CSV-style reader would strip it and run on to the closing quote.
     assert rows[20]["index"] == "50"
-    assert rows[20]["sentence1"].startswith(
-        '"Instead of action on crime, we got the federal long gun registry'
-    )
+    assert rows[20]["sentence1"].startswith('"Instead of action on crime, we got the federal long gun registry')
     assert rows[21]["sentence1"].startswith('"We knew there were restrictions on video cameras')
     assert rows[21]["label"] == "not_entailment"
 
@@ -172,9 +170,7 @@ def test_ready_task_fields_match_the_data_sets() -> None:
     assert ready_task("sst2-sample", "/nonexistent").train == ready_task("sst2-sample", FIXTURES).train
 
 
-def test_data_root_from_environment_or_relative_to_cwd(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_data_root_from_environment_or_relative_to_cwd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KDLAB_DATA_ROOT", str(FIXTURES))
     assert ready_task("sst2").train == FIXTURES / "sst2" / "train.tsv"
     monkeypatch.delenv("KDLAB_DATA_ROOT")
@@ -374,9 +370,7 @@ def test_a_spec_can_be_built_in_steps_like_the_config_layer_does() -> None:
     blank = TaskSpec(name="custom", train=None, dev=None, label_names=None)
     with pytest.raises(UserError):
         blank.validate()
-    spec = dataclasses.replace(
-        blank, train=FIXTURES / "sst2" / "train.tsv", text=0, label=1, label_names=("0", "1")
-    )
+    spec = dataclasses.replace(blank, train=FIXTURES / "sst2" / "train.tsv", text=0, label=1, label_names=("0", "1"))
     spec.validate()
     assert len(load_examples(spec, "train")) == 40
 

@@ -416,9 +416,7 @@ def test_hard_ce_ignore_index_rows_have_no_effect(ignore_index: int) -> None:
     s_garbage[~keep] = torch.tensor([math.nan, math.inf, -math.inf, 1e30], dtype=torch.float64)
     s_garbage.requires_grad_(True)
     out = hard_ce(s_garbage, labels, ignore_index=ignore_index)
-    assert out.item() == pytest.approx(
-        hard_ce(s[keep], labels[keep], ignore_index=ignore_index).item(), rel=1e-12
-    )
+    assert out.item() == pytest.approx(hard_ce(s[keep], labels[keep], ignore_index=ignore_index).item(), rel=1e-12)
     assert out.item() == pytest.approx(ref_hard_ce(s, labels, ignore_index), rel=1e-10)
     out.backward()
     assert s_garbage.grad is not None
@@ -748,9 +746,7 @@ def test_attention_kl_normalises_per_example_then_averages() -> None:
     s = random_attention(g, (4, 2), 3, 4)
     t = random_attention(g, (4, 2), 3, 4)
     mask = make_mask((4, 2), 4)
-    per_example = [
-        attention_kl(s[b : b + 1, :, :n, :n], t[b : b + 1, :, :n, :n], None) for b, n in enumerate((4, 2))
-    ]
+    per_example = [attention_kl(s[b : b + 1, :, :n, :n], t[b : b + 1, :, :n, :n], None) for b, n in enumerate((4, 2))]
     assert attention_kl(s, t, mask).item() == pytest.approx(float(sum(per_example)) / 2, rel=1e-12)
 
 

@@ -46,9 +46,7 @@ def detect_format(path: str | Path, fmt: str | None = None, *, key: str | None =
     return _SUFFIX_FORMATS[suffix]
 
 
-def read_rows(
-    path: str | Path, fmt: str | None = None, header: bool = True, *, key: str | None = None
-) -> Rows:
+def read_rows(path: str | Path, fmt: str | None = None, header: bool = True, *, key: str | None = None) -> Rows:
     """Read every data row of a TSV, CSV or JSONL file.
 
     * TSV / CSV with ``header=True``: a list of dicts keyed by the header names (in header order).
@@ -103,8 +101,7 @@ def _read_delimited(path: Path, delimiter: str, no_quotes: bool, header: bool, k
             raise UserError(
                 f"{str(path)!r} line {number} has {len(record)} fields but {what} has {width}",
                 key=key,
-                fix="check the delimiter (TSV = tab, CSV = comma) and that no text contains a stray "
-                "tab or line break",
+                fix="check the delimiter (TSV = tab, CSV = comma) and that no text contains a stray tab or line break",
             )
     if not header:
         return records

@@ -117,9 +117,7 @@ class TaskSpec:
         if self.format is not None:
             detect_format("", self.format)  # raises for an unknown format
         if not isinstance(self.header, bool):
-            raise UserError(
-                f"header must be true or false, got {self.header!r}", key="task.header", fix="header: true"
-            )
+            raise UserError(f"header must be true or false, got {self.header!r}", key="task.header", fix="header: true")
         self._validate_columns()
         self._validate_labels()
         self._validate_metrics()
@@ -489,11 +487,7 @@ def _read_examples(spec: TaskSpec, path: Path, key: str) -> list[Example]:
             fix="check the file; with header: true the first line is the header, not data",
         )
     get_text = _column_getter(rows, spec.text, "task.text", path, fmt)
-    get_pair = (
-        _column_getter(rows, spec.text_pair, "task.text_pair", path, fmt)
-        if spec.text_pair is not None
-        else None
-    )
+    get_pair = _column_getter(rows, spec.text_pair, "task.text_pair", path, fmt) if spec.text_pair is not None else None
     get_label = _column_getter(rows, spec.label, "task.label", path, fmt)
     label_ids = {name: index for index, name in enumerate(spec.label_names or ())}
 

@@ -45,9 +45,7 @@ class FeatureLoss(Protocol):
     def __call__(self, student: Tensor, teacher: Tensor, mask: Tensor | None) -> Tensor: ...
 
 
-def _prepare_tokens(
-    fn: str, student: Tensor, teacher: Tensor, mask: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
+def _prepare_tokens(fn: str, student: Tensor, teacher: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """Validate; return hidden states as ``[B, L, D]`` in the compute dtype, the mask as bool ``[B, L]``."""
     if student.shape != teacher.shape:
         raise ValueError(
@@ -55,9 +53,7 @@ def _prepare_tokens(
             "shape (project the student first if the hidden sizes differ)"
         )
     if student.ndim not in (2, 3):
-        raise ValueError(
-            f"{fn}: expected hidden states [B, L, D] or [B, D], got shape {tuple(student.shape)}"
-        )
+        raise ValueError(f"{fn}: expected hidden states [B, L, D] or [B, D], got shape {tuple(student.shape)}")
     given_shape = tuple(student.shape)
     one_token = student.ndim == 2
     if one_token:
@@ -70,8 +66,7 @@ def _prepare_tokens(
         if tuple(mask.shape) not in expected:
             wanted = " or ".join(str(list(e)) for e in expected)
             raise ValueError(
-                f"{fn}: mask {tuple(mask.shape)} does not fit features {given_shape}; "
-                f"expected {wanted} or None"
+                f"{fn}: mask {tuple(mask.shape)} does not fit features {given_shape}; expected {wanted} or None"
             )
         valid = mask.reshape(batch, length) != 0
     dtype = _compute_dtype(student, teacher)
@@ -89,9 +84,7 @@ def _prepare_attention(
             "have the same shape [B, H, L, L] (match head counts before calling)"
         )
     if student.ndim != 4 or student.shape[-1] != student.shape[-2]:
-        raise ValueError(
-            f"{fn}: expected attention probabilities [B, H, L, L], got shape {tuple(student.shape)}"
-        )
+        raise ValueError(f"{fn}: expected attention probabilities [B, H, L, L], got shape {tuple(student.shape)}")
     batch, _, length, _ = student.shape
     if mask is None:
         valid = torch.ones(batch, length, dtype=torch.bool, device=student.device)
@@ -146,9 +139,9 @@ def hidden_cosine(student: Tensor, teacher: Tensor, mask: Tensor | None = None) 
     # 1s rather than 0s: the norms of padded rows then stay away from 0, so no eps branch is involved there.
     s = torch.where(keep, s, 1.0)
     t = torch.where(keep, t, 1.0)
-    norms = torch.linalg.vector_norm(s, dim=-1).clamp_min(_NORM_EPS) * torch.linalg.vector_norm(
-        t, dim=-1
-    ).clamp_min(_NORM_EPS)
+    norms = torch.linalg.vector_norm(s, dim=-1).clamp_min(_NORM_EPS) * torch.linalg.vector_norm(t, dim=-1).clamp_min(
+        _NORM_EPS
+    )
     cosine = (s * t).sum(dim=-1) / norms
     per_token = torch.where(valid, 1.0 - cosine, 0.0)
     return per_token.sum() / valid.sum().clamp_min(1)

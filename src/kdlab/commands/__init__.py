@@ -1,0 +1,1 @@
+"""The commands behind the CLI and the Python API: finetune, distill, evaluate, inspect, demo."""

@@ -1,0 +1,181 @@
+"""From a validated recipe to built, checked objects: task, data, teacher, student, matcher, output folder.
+
+Everything that can be wrong with the user's input is checked here, before any training starts and before anything
+is written: files and columns, model names, module paths, and whether matched shapes fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdlab.config import Recipe, TaskConfig
+from kdlab.data import Collator, TaskSpec, custom_task, encode, load_examples, ready_task
+from kdlab.errors import UserError
+from kdlab.methods.matches import FeatureMatcher, tap_name
+from kdlab.models import bilstm_from_teacher, load_classifier, resolve_model, shrink
+from kdlab.taps import FeatureTaps
+
+_TASK_FIELDS = ("train", "dev", "format", "header", "text", "text_pair", "label", "regression")
+
+
+def task_spec(cfg: TaskConfig) -> TaskSpec:
+    """A ready task (with any field the recipe overrides) or a task described by files and columns."""
+    if cfg.name is None:
+        spec = custom_task(
+            "custom",
+            cfg.train,
+            cfg.dev,
+            text=cfg.text,
+            label=cfg.label,
+            text_pair=cfg.text_pair,
+            label_names=cfg.label_names,
+            regression=bool(cfg.regression),
+            header=cfg.header is not False,
+            format=cfg.format,
+            metrics=cfg.metrics,
+            main_metric=cfg.main_metric,
+        )
+        spec.validate()
+        return spec
+    spec = ready_task(cfg.name, cfg.root)
+    changes: dict[str, Any] = {f: getattr(cfg, f) for f in _TASK_FIELDS if getattr(cfg, f) is not None}
+    if cfg.label_names is not None:
+        changes["label_names"] = tuple(cfg.label_names)
+    if cfg.metrics is not None:
+        changes["metrics"] = tuple(cfg.metrics)
+        changes.setdefault("main_metric", cfg.metrics[0])
+    if cfg.main_metric is not None:
+        changes["main_metric"] = cfg.main_metric
+    spec = dataclasses.replace(spec, **changes)
+    spec.validate()
+    return spec
+
+
+@dataclasses.dataclass
+class Data:
+    train: list[dict[str, Any]]
+    dev: list[dict[str, Any]] | None
+    collate: Collator
+
+
+def load_data(spec: TaskSpec, cfg: TaskConfig, tokenizer: Any, seed: int, need_train: bool = True) -> Data:
+    train = load_examples(spec, "train", cfg.max_train_examples, seed) if need_train else []
+    dev = load_examples(spec, "dev", cfg.max_dev_examples, seed) if spec.dev or spec.dev_fraction else None
+    if need_train and not train:
+        raise UserError("the training split is empty", key="task.train", fix="point task.train at a non-empty file")
+    return Data(
+        train=encode(train, tokenizer, cfg.max_length),
+        dev=encode(dev, tokenizer, cfg.max_length) if dev else None,
+        collate=Collator(tokenizer.pad_token_id or 0, spec.regression),
+    )
+
+
+def load_teacher(recipe: Recipe, spec: TaskSpec, attention: bool) -> tuple[nn.Module, Any]:
+    path = resolve_model(recipe.teacher.model, key="teacher.model")
+    return load_classifier(
+        path,
+        spec.num_labels,
+        regression=spec.regression,
+        attn_implementation="eager" if attention else "sdpa",
+        key="teacher.model",
+    )
+
+
+def build_student(recipe: Recipe, teacher: nn.Module, tokenizer: Any, spec: TaskSpec, attention: bool) -> Any:
+    """The student and its tokenizer (the teacher's, except for a pretrained student with its own)."""
+    cfg = recipe.student
+    if cfg.kind == "shrink":
+        student = shrink(
+            teacher,
+            cfg.layers,
+            hidden_size=cfg.hidden_size,
+            num_attention_heads=cfg.num_attention_heads,
+            intermediate_size=cfg.intermediate_size,
+        )
+        student.config._attn_implementation = "eager" if attention else "sdpa"
+        return student, tokenizer
+    if cfg.kind == "bilstm":
+        return bilstm_from_teacher(
+            teacher, tokenizer, hidden_size=cfg.lstm_hidden_size, num_layers=cfg.lstm_layers
+        ), tokenizer
+    path = resolve_model(cfg.model or "", key="student.model")
+    student, student_tokenizer = load_classifier(
+        path,
+        spec.num_labels,
+        regression=spec.regression,
+        attn_implementation="eager" if attention else "sdpa",
+        key="student.model",
+    )
+    if student_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise UserError(
+            "the student's tokenizer differs from the teacher's, so both cannot read the same batch",
+            key="student.model",
+            fix="use a student with the teacher's tokenizer (or student.kind: shrink / bilstm)",
+        )
+    return student, tokenizer
+
+
+def check_matches(
+    matcher: FeatureMatcher, teacher: nn.Module, student: nn.Module, sample: dict[str, torch.Tensor]
+) -> None:
+    """Check every module path on a two-example batch and create the projections from the real shapes."""
+    every = tuple(range(len(matcher.matches)))
+    if not every:
+        return
+    inputs = {k: v for k, v in sample.items() if k != "labels"}
+    feats = {}
+    for side, model in (("teacher", teacher), ("student", student)):
+        # Tap names "[i].side" make errors name the config key, e.g. distill.matches[2].student.
+        specs = {f"[{i}].{side}": spec for i, spec in zip(every, matcher.tap_specs(side, every).values(), strict=True)}
+        with torch.no_grad():
+            found, _ = FeatureTaps(model, specs, key_prefix="distill.matches")(**inputs)
+        feats[side] = {tap_name(i): found[f"[{i}].{side}"] for i in every}
+    matcher.build_projections(feats["student"], feats["teacher"])
+    _no_dropout_on_matched_attention(matcher, student)
+
+
+def _no_dropout_on_matched_attention(matcher: FeatureMatcher, student: nn.Module) -> None:
+    """Eager attention returns its probabilities *after* dropout; a KL against zeroed entries is meaningless.
+
+    So the student's matched attention modules run without attention dropout (the teacher is in eval mode).
+    """
+    for match in matcher.matches:
+        if match.is_attention:
+            for module in student.get_submodule(match.student).modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = 0.0
+
+
+def prepare_output(recipe: Recipe, resume: bool, check_busy: bool = True) -> Path:
+    """Decide whether the output folder may be used; nothing is written here.
+
+    Under DDP only the main process checks whether the folder is busy: it clears it, and the others must not
+    mistake that fresh start for an old run.
+    """
+    out = Path(recipe.output.dir)
+    busy = check_busy and out.exists() and any(out.iterdir())
+    if busy and not resume and not recipe.output.overwrite:
+        raise UserError(
+            f"output folder {str(out)!r} already holds a run",
+            key="output.dir",
+            fix="choose another output.dir, add --resume to continue it, or --set output.overwrite=true",
+        )
+    if resume and not (out / "checkpoints").is_dir():
+        raise UserError(
+            f"nothing to resume in {str(out)!r} (no checkpoints folder)",
+            key="--resume",
+            fix="drop --resume, or point output.dir at the run to continue",
+        )
+    return out
+
+
+def clear_output(out: Path) -> None:
+    """Called only once every check has passed and training is about to start."""
+    if out.exists():
+        shutil.rmtree(out)

@@ -1,0 +1,62 @@
+"""evaluate: task metrics, size and CPU latency of a trained model on the recipe's dev split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kdlab.commands.build import load_data, task_spec
+from kdlab.config import Recipe
+from kdlab.engine.evaluation import evaluate as evaluate_items
+from kdlab.errors import UserError
+from kdlab.models import load_classifier, resolve_model
+from kdlab.profiling import latency_ms, parameter_count
+
+LATENCY_BATCH = 32
+
+
+@dataclass
+class Evaluation:
+    model: str
+    metrics: dict[str, float]
+    parameters: int
+    ms_per_batch: float
+    ms_per_batch_std: float
+    batch_size: int
+
+
+def default_model_dir(recipe: Recipe) -> Path:
+    out = Path(recipe.output.dir)
+    for name in ("student", "model"):
+        if (out / name / "config.json").is_file():
+            return out / name
+    raise UserError(
+        f"no trained model in {str(out)!r}",
+        key="--model",
+        fix="give --model PATH, or run `kdlab distill` / `kdlab finetune` with this recipe first",
+    )
+
+
+def evaluate(recipe: Recipe, model: str | None = None) -> Evaluation:
+    spec = task_spec(recipe.task)
+    path = resolve_model(model, key="--model") if model else str(default_model_dir(recipe))
+    net, tokenizer = load_classifier(path, spec.num_labels, regression=spec.regression, key="--model")
+    data = load_data(spec, recipe.task, tokenizer, recipe.train.seed, need_train=False)
+    if not data.dev:
+        raise UserError("the task has no dev split to evaluate on", key="task.dev", fix="give task.dev")
+    device = torch.device("cpu")
+    metrics = evaluate_items(
+        net,
+        data.dev,
+        data.collate,
+        recipe.train.eval_batch_size,
+        device,
+        spec.regression,
+        spec.metrics,
+        spec.num_labels,
+    )
+    sample = data.collate(data.dev[:LATENCY_BATCH])
+    median, std = latency_ms(net, {k: v for k, v in sample.items() if k != "labels"})
+    return Evaluation(path, metrics, parameter_count(net), median, std, min(LATENCY_BATCH, len(data.dev)))

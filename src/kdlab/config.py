@@ -1,0 +1,288 @@
+"""Recipes: the YAML schema, loading, ``--set key=value`` overrides, and friendly validation errors.
+
+A recipe is plain data. Nothing in it is imported or executed: model names are strings that kdlab resolves, losses
+are names looked up in a registry, module paths are strings checked against the real model before training.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdlab.errors import UserError
+from kdlab.losses import ATTENTION_LOSSES, FEATURE_LOSSES
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(_Section):
+    """Which data to train and evaluate on: a ready task by name, or files with a column mapping."""
+
+    name: str | None = Field(None, description="ready task: sst2, cola, rte, agnews, mlqe-<pair>, sst2-sample")
+    root: str | None = Field(None, description="folder holding the ready data sets (default ../shared/data)")
+    train: str | None = None
+    dev: str | None = None
+    format: Literal["tsv", "csv", "jsonl"] | None = None
+    header: bool | None = None
+    text: str | int | None = None
+    text_pair: str | int | None = None
+    label: str | int | None = None
+    label_names: list[str] | None = None
+    regression: bool | None = None
+    metrics: list[str] | None = None
+    main_metric: str | None = None
+    max_train_examples: int | None = Field(None, gt=0)
+    max_dev_examples: int | None = Field(None, gt=0)
+    max_length: int = Field(128, gt=1, le=4096)
+
+    @model_validator(mode="after")
+    def _named_or_described(self) -> TaskConfig:
+        if self.name is None and (self.train is None or self.text is None or self.label is None):
+            raise ValueError("give a ready task (task.name) or files and columns (task.train, task.text, task.label)")
+        return self
+
+
+class TeacherConfig(_Section):
+    model: str = Field(description="local folder, hub name, or the alias 'minilm'")
+
+
+class StudentConfig(_Section):
+    kind: Literal["shrink", "bilstm", "pretrained"] = "shrink"
+    layers: list[int] | str = Field("uniform:2", description="teacher layers kept by 'shrink'")
+    hidden_size: int | None = Field(None, gt=0)
+    num_attention_heads: int | None = Field(None, gt=0)
+    intermediate_size: int | None = Field(None, gt=0)
+    model: str | None = Field(None, description="for kind 'pretrained': the student's folder or hub name")
+    lstm_hidden_size: int = Field(300, gt=0)
+    lstm_layers: int = Field(1, gt=0)
+
+    @model_validator(mode="after")
+    def _pretrained_needs_model(self) -> StudentConfig:
+        if self.kind == "pretrained" and not self.model:
+            raise ValueError("student.kind 'pretrained' needs student.model (a folder or hub name)")
+        return self
+
+
+class MatchConfig(_Section):
+    """One intermediate match: teacher module output vs student module output, compared by a named loss."""
+
+    teacher: str
+    student: str
+    loss: str
+    weight: float = Field(1.0, ge=0)
+    tokens: Literal["all", "cls"] = "all"
+    projection: bool = False
+    stage: int | None = Field(None, ge=0, description="PID/SID stage; default: grouped by student layer")
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        if value not in FEATURE_LOSSES:
+            raise ValueError(f"unknown loss {value!r}; known losses: {', '.join(sorted(FEATURE_LOSSES))}")
+        return value
+
+    @model_validator(mode="after")
+    def _attention_is_token_wise(self) -> MatchConfig:
+        if self.loss in ATTENTION_LOSSES and (self.tokens != "all" or self.projection):
+            raise ValueError("attention losses compare whole attention maps: use tokens: all, projection: false")
+        return self
+
+    @property
+    def is_attention(self) -> bool:
+        return self.loss in ATTENTION_LOSSES
+
+
+Method = Literal["none", "vanilla", "internal", "pid", "sid"]
+
+
+class DistillConfig(_Section):
+    method: Method = "vanilla"
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher term; 1 - alpha on gold labels")
+    logit_loss: Literal["kl", "mse"] = "kl"
+    matches: list[MatchConfig] = Field(default_factory=list)
+    stage_until: Literal["epochs", "plateau"] = "epochs"
+    stage_epochs: int = Field(1, gt=0, description="epochs per layer stage (PID/SID); the cap when 'plateau'")
+    plateau_patience: int = Field(1, gt=0)
+    plateau_min_delta: float = Field(1e-3, ge=0, description="relative improvement of the dev stage loss")
+
+    @model_validator(mode="after")
+    def _matches_fit_method(self) -> DistillConfig:
+        if self.method in ("internal", "pid", "sid") and not self.matches:
+            raise ValueError(f"method {self.method!r} needs at least one entry in distill.matches")
+        if self.method in ("none", "vanilla") and self.matches:
+            raise ValueError(
+                f"method {self.method!r} ignores distill.matches; use method internal, pid or sid, or remove them"
+            )
+        return self
+
+    @property
+    def uses_attention(self) -> bool:
+        return any(m.is_attention for m in self.matches)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(3, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps in total")
+    batch_size: int = Field(32, gt=0, description="global batch (split across processes under DDP)")
+    eval_batch_size: int = Field(128, gt=0)
+    lr: float = Field(5e-5, gt=0)
+    projection_lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    grad_accum_steps: int = Field(1, gt=0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    seed: int = 42
+    bucket_by_length: bool = True
+    eval_every_steps: int | None = Field(None, gt=0, description="default: at the end of every epoch")
+    checkpoint_every_steps: int | None = Field(500, gt=0)
+    log_every_steps: int = Field(20, gt=0)
+    tensorboard: bool = False
+    progress_bar: bool = True
+
+
+class OutputConfig(_Section):
+    dir: str = "runs/kdlab"
+    overwrite: bool = False
+
+
+class Recipe(_Section):
+    task: TaskConfig
+    teacher: TeacherConfig
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+def load_recipe(source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a recipe from a YAML file (or a dict), apply ``key=value`` overrides, and validate it."""
+    if isinstance(source, dict):
+        data = _deep_copy(source)
+        origin = "recipe"
+    else:
+        data = _read_yaml(Path(source))
+        origin = str(source)
+    for override in overrides:
+        _apply_override(data, override)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise _friendly(err, origin) from None
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"recipe file {str(path)!r} does not exist", key="RECIPE", fix="give the path of a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML: {err}", key="RECIPE", fix="fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of sections", key="RECIPE", fix="see configs/ for examples")
+    return data
+
+
+_INDEX = re.compile(r"^(?P<name>[^\[\]]+)(?:\[(?P<index>\d+)\])?$")
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply ``a.b[2].c=value``; the value is parsed as YAML (numbers, booleans, lists), never executed."""
+    if "=" not in override:
+        raise UserError(f"override {override!r} has no '='", key="--set", fix="write --set section.key=value")
+    dotted, raw = override.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = dotted.strip().split(".")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        match = _INDEX.match(part)
+        if not match:
+            raise UserError(f"cannot parse {dotted!r}", key="--set", fix="write keys like distill.matches[0].weight")
+        name, index = match["name"], match["index"]
+        last = depth == len(parts) - 1
+        if not isinstance(node, dict):
+            raise UserError(f"{dotted!r}: {'.'.join(parts[:depth])} is not a section", key="--set")
+        if index is None:
+            if last:
+                node[name] = value
+            else:
+                node = node.setdefault(name, {})
+            continue
+        items = node.get(name)
+        if not isinstance(items, list) or int(index) >= len(items):
+            raise UserError(f"{dotted!r}: {name} has no item {index}", key="--set", fix="index an existing list entry")
+        if last:
+            items[int(index)] = value
+        else:
+            node = items[int(index)]
+
+
+def _friendly(err: ValidationError, origin: str) -> UserError:
+    """Turn pydantic's report into one message per problem, each naming the key and how to fix it."""
+    lines = []
+    for problem in err.errors():
+        key = _dotted(problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key{_did_you_mean(problem['loc'])}")
+        elif problem["type"] == "missing":
+            lines.append(f"{key}: required key is missing")
+        else:
+            got = problem.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+            lines.append(f"{key}: {problem['msg']}{shown}")
+    first_key = _dotted(err.errors()[0]["loc"]) if err.errors() else None
+    return UserError(
+        f"invalid recipe {origin}:\n  " + "\n  ".join(lines),
+        key=first_key,
+        fix="correct the key(s) above in the YAML or with --set; `kdlab distill --help` lists the sections",
+    )
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "recipe"
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = Recipe
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        inner = getattr(annotation, "__args__", (annotation,))
+        nested = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if nested is None:
+            return ""
+        model = nested
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=3)
+    known = ", ".join(model.model_fields)
+    return f"; did you mean {' or '.join(close)}?" if close else f"; known keys here: {known}"
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data

@@ -1,0 +1,344 @@
+"""The one training loop. Every method (fine-tuning, soft-label KD, internal KD, PID, SID) is a list of stages run here.
+
+One optimizer step, as a reader should see it:
+    teacher features/logits  <- teacher under inference_mode, cut after its deepest needed layer
+    loss                     <- DistillModule.forward(batch): student through its taps, then the stage objective
+    backward, (accumulate), clip, optimizer step, scheduler step
+Accelerate provides devices, mixed precision and DDP. Batching is ours: each epoch's global batches are a
+deterministic function of (seed, stage, epoch), each process takes its slice of every global batch, and resuming
+skips the batches already consumed, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from kdlab.config import TrainConfig
+from kdlab.data import EpochBatches
+from kdlab.engine.checkpoint import (
+    TrainState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from kdlab.engine.evaluation import evaluate, length_sorted_batches
+from kdlab.engine.logger import MetricsLogger
+from kdlab.engine.module import DistillModule, model_inputs
+from kdlab.methods.matches import FeatureMatcher
+from kdlab.methods.objective import Objective
+from kdlab.methods.stages import Stage
+from kdlab.metrics import higher_is_better
+from kdlab.taps import FeatureTaps
+
+
+@dataclass
+class Job:
+    """Everything one training run needs, already built and validated."""
+
+    student: nn.Module
+    matcher: FeatureMatcher
+    objective: Objective
+    stages: list[Stage]
+    train_items: list[dict[str, Any]]
+    dev_items: list[dict[str, Any]] | None
+    collate: Callable[[list[dict[str, Any]]], dict[str, Tensor]]
+    metrics: tuple[str, ...]
+    main_metric: str
+    regression: bool
+    num_labels: int
+    output_dir: Path
+    save_student: Callable[[nn.Module, Path], None]
+    settings: TrainConfig
+    teacher: nn.Module | None = None
+    plateau_patience: int = 1
+    plateau_min_delta: float = 1e-3
+    model_dirname: str = "student"
+
+
+@dataclass
+class TrainResult:
+    global_step: int
+    best_metric: float | None
+    dev_metrics: dict[str, float] = field(default_factory=dict)
+    finished: bool = True
+
+
+class Trainer:
+    def __init__(self, job: Job, accelerator: Accelerator) -> None:
+        self.job = job
+        self.cfg = job.settings
+        self.acc = accelerator
+        self.module = DistillModule(job.student, job.matcher, job.objective)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=self.cfg.lr)
+        self.module, self.optimizer = self.acc.prepare(self.module, self.optimizer)
+        if job.teacher is not None:
+            job.teacher.to(self.acc.device).eval().requires_grad_(False)
+        self.batches = EpochBatches(
+            [len(item["input_ids"]) for item in job.train_items],
+            self.cfg.batch_size,
+            seed=self.cfg.seed,
+            bucket=self.cfg.bucket_by_length,
+        )
+        self.ckpt_dir = job.output_dir / "checkpoints"
+        tb = job.output_dir / "tensorboard" if self.cfg.tensorboard else None
+        self.log = MetricsLogger(job.output_dir / "metrics.jsonl", tb, enabled=self.acc.is_main_process)
+        self.dev_metrics: dict[str, float] = {}
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _param_groups(self) -> list[dict[str, Any]]:
+        decay, no_decay = [], []
+        for name, param in self.job.student.named_parameters():
+            (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": self.cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        projections = list(self.job.matcher.parameters())
+        if projections:
+            groups.append({"params": projections, "weight_decay": 0.0, "lr": self.cfg.projection_lr})
+        return groups
+
+    def _scheduler(self, stage: Stage) -> Any:
+        steps = max(1, stage.epochs * len(self.batches) // self.cfg.grad_accum_steps)
+        return get_linear_schedule_with_warmup(self.optimizer, int(self.cfg.warmup_ratio * steps), steps)
+
+    @property
+    def _unwrapped(self) -> DistillModule:
+        return self.acc.unwrap_model(self.module)
+
+    # ----------------------------------------------------------------------------------------------- the loop
+    def fit(self, resume: bool = False) -> TrainResult:
+        state, saved = self._restore() if resume else (TrainState(), None)
+        while state.stage < len(self.job.stages):
+            stage = self.job.stages[state.stage]
+            scheduler = self._scheduler(stage)
+            if saved is not None:  # resuming inside this stage
+                # after creating the scheduler, which resets the learning rates to their step-0 values
+                self.optimizer.load_state_dict(saved["optimizer"])
+                scheduler.load_state_dict(saved["scheduler"])
+                saved = None
+            while state.epoch < stage.epochs:
+                if not self._run_epoch(stage, state, scheduler):
+                    return self._finish(state, finished=False)
+                stage_done = self._end_epoch(stage, state)
+                state.epoch, state.batch = state.epoch + 1, 0
+                self._checkpoint(state, scheduler)
+                if stage_done:
+                    break
+            state.stage, state.epoch, state.batch = state.stage + 1, 0, 0
+            state.plateau_best, state.plateau_bad_epochs = None, 0
+        return self._finish(state, finished=True)
+
+    def _run_epoch(self, stage: Stage, state: TrainState, scheduler: Any) -> bool:
+        """Train one epoch (from ``state.batch`` on); False when ``max_steps`` stopped training."""
+        global_batches = self.batches.for_epoch(state.stage * 10_000 + state.epoch)
+        teacher_taps = self._teacher_taps(stage)
+        student_taps = self._unwrapped.student_taps(stage)
+        self.module.train()
+        meter = _Meter()
+        bar = tqdm(
+            total=len(global_batches),
+            initial=state.batch,
+            desc=f"{stage.name} epoch {state.epoch + 1}/{stage.epochs}",
+            disable=not (self.cfg.progress_bar and self.acc.is_main_process),
+            leave=False,
+        )
+        for indices in global_batches[state.batch :]:
+            batch = self._local_batch(indices)
+            last_micro = (state.micro_step + 1) % self.cfg.grad_accum_steps == 0
+            _, parts = self._forward_backward(batch, stage, teacher_taps, student_taps, sync=last_micro)
+            state.micro_step += 1
+            state.batch += 1
+            meter.add(parts, len(indices))
+            bar.update(1)
+            if last_micro:
+                self._optimizer_step(scheduler)
+                state.global_step += 1
+                self._after_step(stage, state, scheduler, meter, bar)
+                if self.cfg.max_steps is not None and state.global_step >= self.cfg.max_steps:
+                    bar.close()
+                    self._checkpoint(state, scheduler)
+                    return False
+        bar.close()
+        if state.micro_step % self.cfg.grad_accum_steps:  # leftover accumulated gradients at epoch end
+            self._optimizer_step(scheduler)
+            state.global_step += 1
+            state.micro_step = 0
+        return True
+
+    def _forward_backward(
+        self,
+        batch: dict[str, Tensor],
+        stage: Stage,
+        teacher_taps: FeatureTaps | None,
+        student_taps: FeatureTaps,
+        sync: bool,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        teacher_logits, teacher_feats = self._teacher_forward(batch, stage, teacher_taps)
+        no_sync = contextlib.nullcontext() if sync else self.acc.no_sync(self.module)
+        with no_sync:
+            with self.acc.autocast():
+                loss, parts = self.module(batch, stage, student_taps, teacher_logits, teacher_feats)
+            self.acc.backward(loss / self.cfg.grad_accum_steps)
+        return loss, parts
+
+    def _optimizer_step(self, scheduler: Any) -> None:
+        if self.cfg.max_grad_norm is not None:
+            self.acc.clip_grad_norm_(self.module.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # ----------------------------------------------------------------------------------------------- teacher
+    def _teacher_taps(self, stage: Stage) -> FeatureTaps | None:
+        needs_logits = self.job.objective.needs_teacher_logits(stage)
+        if self.job.teacher is None or not (needs_logits or stage.matches):
+            return None
+        specs = self.job.matcher.tap_specs("teacher", stage.matches)
+        return FeatureTaps(self.job.teacher, specs, stop_early=not needs_logits)
+
+    def _teacher_forward(
+        self, batch: dict[str, Tensor], stage: Stage, taps: FeatureTaps | None
+    ) -> tuple[Tensor | None, dict[str, Tensor]]:
+        if taps is None:
+            return None, {}
+        with torch.inference_mode(), self.acc.autocast():
+            feats, output = taps(**model_inputs(batch))
+        # Inference-mode tensors cannot be saved for backward; a clone outside the mode is a normal tensor.
+        logits = output.logits.clone() if output is not None else None
+        return logits, {name: value.clone() for name, value in feats.items()}
+
+    # ----------------------------------------------------------------------------------------------- data
+    def _local_batch(self, indices: list[int]) -> dict[str, Tensor]:
+        """This process's slice of a global batch, collated (dynamic padding) and on the device."""
+        n, world, rank = len(indices), self.acc.num_processes, self.acc.process_index
+        mine = indices[rank * n // world : (rank + 1) * n // world]
+        batch = self.job.collate([self.job.train_items[i] for i in mine])
+        return {k: v.to(self.acc.device, non_blocking=True) for k, v in batch.items()}
+
+    # ----------------------------------------------------------------------------------------------- bookkeeping
+    def _after_step(self, stage: Stage, state: TrainState, scheduler: Any, meter: _Meter, bar: Any) -> None:
+        if state.global_step % self.cfg.log_every_steps == 0:
+            record = meter.flush()
+            record.update(step=state.global_step, stage=stage.name, lr=scheduler.get_last_lr()[0], split="train")
+            self.log.log(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
+        every = self.cfg.eval_every_steps
+        if every and state.global_step % every == 0 and stage.use_logits:
+            self._evaluate_and_keep_best(stage, state)
+        every = self.cfg.checkpoint_every_steps
+        if every and state.global_step % every == 0:
+            self._checkpoint(state, scheduler)
+
+    def _end_epoch(self, stage: Stage, state: TrainState) -> bool:
+        """Evaluate at the end of an epoch; True when a plateau stage has converged."""
+        if stage.use_logits and not self.cfg.eval_every_steps:
+            self._evaluate_and_keep_best(stage, state)
+        if not stage.until_plateau or not self.job.dev_items:
+            return False
+        dev_loss = self._dev_stage_loss(stage)
+        self.log.log({"step": state.global_step, "stage": stage.name, "split": "dev", "stage_loss": dev_loss})
+        best = state.plateau_best
+        if best is None or dev_loss < best - abs(best) * self.job.plateau_min_delta:
+            state.plateau_best, state.plateau_bad_epochs = dev_loss, 0
+        else:
+            state.plateau_bad_epochs += 1
+        return state.plateau_bad_epochs >= self.job.plateau_patience
+
+    def _evaluate_and_keep_best(self, stage: Stage, state: TrainState) -> None:
+        if not self.job.dev_items:
+            return
+        if self.acc.is_main_process:
+            student = self._unwrapped.student
+            metrics = evaluate(
+                student,
+                self.job.dev_items,
+                self.job.collate,
+                self.cfg.eval_batch_size,
+                self.acc.device,
+                self.job.regression,
+                self.job.metrics,
+                self.job.num_labels,
+            )
+            self.log.log({"step": state.global_step, "stage": stage.name, "split": "dev", **metrics})
+            value = metrics[self.job.main_metric]
+            better = state.best_metric is None or (
+                value > state.best_metric if higher_is_better(self.job.main_metric) else value < state.best_metric
+            )
+            if better:
+                state.best_metric = value
+                self.dev_metrics = metrics
+                self.job.save_student(student, self.job.output_dir / self.job.model_dirname)
+        self.acc.wait_for_everyone()
+
+    @torch.no_grad()
+    def _dev_stage_loss(self, stage: Stage) -> float:
+        """Mean stage loss on the dev set (the signal for 'train this layer until its dev loss plateaus')."""
+        self.module.eval()
+        teacher_taps, student_taps = self._teacher_taps(stage), self._unwrapped.student_taps(stage)
+        total, count = 0.0, 0
+        items = self.job.dev_items or []
+        for indices in length_sorted_batches(items, self.cfg.eval_batch_size):
+            batch = {k: v.to(self.acc.device) for k, v in self.job.collate([items[i] for i in indices]).items()}
+            teacher_logits, teacher_feats = self._teacher_forward(batch, stage, teacher_taps)
+            with self.acc.autocast():
+                loss, _ = self._unwrapped(batch, stage, student_taps, teacher_logits, teacher_feats)
+            total, count = total + float(loss) * len(indices), count + len(indices)
+        self.module.train()
+        return total / max(count, 1)
+
+    def _checkpoint(self, state: TrainState, scheduler: Any) -> None:
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            save_checkpoint(self.ckpt_dir, self._unwrapped, self.optimizer, scheduler, state)
+        self.acc.wait_for_everyone()
+
+    def _restore(self) -> tuple[TrainState, dict[str, Any] | None]:
+        path = latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            return TrainState(), None
+        state, saved = load_checkpoint(path, self._unwrapped, self.acc.process_index)
+        set_rng_state(saved["rng"])
+        return state, saved
+
+    def _finish(self, state: TrainState, finished: bool) -> TrainResult:
+        if self.acc.is_main_process and (not self.job.dev_items or state.best_metric is None):
+            self.job.save_student(self._unwrapped.student, self.job.output_dir / self.job.model_dirname)
+        self.acc.wait_for_everyone()
+        self.log.close()
+        return TrainResult(state.global_step, state.best_metric, self.dev_metrics, finished)
+
+
+class _Meter:
+    """Running averages of the logged loss parts, and throughput in samples per second."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, Tensor] = {}
+        self._steps = 0
+        self._samples = 0
+        self._start = time.perf_counter()
+
+    def add(self, parts: dict[str, Tensor], samples: int) -> None:
+        for key, value in parts.items():
+            self._sums[key] = self._sums.get(key, 0.0) + value
+        self._steps += 1
+        self._samples += samples
+
+    def flush(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        record = {key: float(value) / max(self._steps, 1) for key, value in self._sums.items()}
+        record["samples_per_s"] = self._samples / elapsed
+        self.__init__()
+        return record

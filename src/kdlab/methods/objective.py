@@ -1,0 +1,88 @@
+"""The per-step objective of a stage: the logit term (teacher vs gold, mixed by alpha) plus the active matches.
+
+Classification:  L_logits = (1 - alpha) * CE(y, p_s) + alpha * [ T^2 KL(p_t^T || p_s^T)   (logit_loss: kl)
+                                                                 | mean (z_s - z_t)^2        (logit_loss: mse) ]
+Regression:      L_logits = (1 - alpha) * MSE(s, y) + alpha * MSE(s, t)
+Stage total:     L = [L_logits if the stage uses logits] + sum_{active matches m} w_m * loss_m(student_m, teacher_m)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from kdlab.config import DistillConfig
+from kdlab.losses import hard_ce, logit_mse, regression_mse, soft_kd
+from kdlab.methods.matches import FeatureMatcher
+from kdlab.methods.stages import Stage
+
+
+@dataclass
+class StepLoss:
+    total: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Objective:
+    """Pure arithmetic over already computed outputs; holds no parameters (projections live in the matcher)."""
+
+    def __init__(self, cfg: DistillConfig, regression: bool) -> None:
+        self.alpha = 0.0 if cfg.method == "none" else cfg.alpha
+        self.temperature = cfg.temperature
+        self.logit_loss = cfg.logit_loss
+        self.regression = regression
+
+    def needs_teacher_logits(self, stage: Stage) -> bool:
+        return stage.use_logits and self.alpha > 0
+
+    def needs_student_logits(self, stage: Stage) -> bool:
+        return stage.use_logits
+
+    def __call__(
+        self,
+        stage: Stage,
+        matcher: FeatureMatcher,
+        student_logits: Tensor | None,
+        student_feats: dict[str, Tensor],
+        teacher_logits: Tensor | None,
+        teacher_feats: dict[str, Tensor],
+        batch: dict[str, Tensor],
+    ) -> StepLoss:
+        total = torch.zeros((), device=batch["input_ids"].device)
+        parts: dict[str, Tensor] = {}
+        if stage.use_logits:
+            assert student_logits is not None
+            total, parts = self._logit_term(student_logits, teacher_logits, batch.get("labels"))
+        if stage.matches:
+            feature_total, feature_parts = matcher.loss(
+                stage.matches, student_feats, teacher_feats, batch["attention_mask"]
+            )
+            total = total + feature_total
+            parts.update(feature_parts)
+        parts["loss"] = total.detach()
+        return StepLoss(total, parts)
+
+    def _logit_term(
+        self, student: Tensor, teacher: Tensor | None, labels: Tensor | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        parts: dict[str, Tensor] = {}
+        total = torch.zeros((), device=student.device)
+        if self.alpha < 1:
+            if labels is None:
+                raise ValueError("gold labels are needed when alpha < 1")
+            gold = regression_mse(student, labels) if self.regression else hard_ce(student, labels)
+            total = total + (1 - self.alpha) * gold
+            parts["gold"] = gold.detach()
+        if self.alpha > 0:
+            assert teacher is not None
+            if self.regression:
+                kd = regression_mse(student, teacher.reshape(-1).float())
+            elif self.logit_loss == "kl":
+                kd = soft_kd(student, teacher, self.temperature)
+            else:
+                kd = logit_mse(student, teacher)
+            total = total + self.alpha * kd
+            parts["kd"] = kd.detach()
+        return total, parts
