@@ -184,3 +184,98 @@ def test_ddp_two_processes_match_single_process(tiny_teacher_dir, tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
         compared += 1
     assert compared > 10
+
+
+@pytest.mark.slow
+def test_bilstm_student_distils_and_loads_with_plain_transformers(tiny_teacher_dir, tmp_path):
+    recipe = tiny_recipe(str(tiny_teacher_dir), tmp_path / "bilstm")
+    recipe["student"] = {"kind": "bilstm", "lstm_hidden_size": 16}
+    run = kdlab.distill(recipe, ["train.epochs=1"])
+    model = AutoModelForSequenceClassification.from_pretrained(run.model_dir, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(run.model_dir, trust_remote_code=True)
+    assert type(model).__name__ == "BiLSTMForSequenceClassification"
+    logits = model(**tokenizer(["a gorgeous film"], return_tensors="pt")).logits
+    assert logits.shape == (1, 2)
+
+
+@pytest.mark.slow
+def test_narrow_student_learns_projections_that_are_not_saved(tiny_teacher_dir, tmp_path):
+    recipe = tiny_recipe(
+        str(tiny_teacher_dir),
+        tmp_path / "narrow",
+        method="internal",
+        matches=[
+            {"teacher": "bert.embeddings", "student": "bert.embeddings", "loss": "mse", "projection": True},
+            {"teacher": "bert.encoder.layer.3", "student": "bert.encoder.layer.1", "loss": "mse", "projection": True},
+            {
+                "teacher": "bert.encoder.layer.3.attention.self",
+                "student": "bert.encoder.layer.1.attention.self",
+                "loss": "attention_mse",
+            },
+        ],
+    )
+    recipe["student"].update(hidden_size=16, intermediate_size=32)
+    run = kdlab.distill(recipe, ["train.epochs=1"])
+    checkpoint = load_file(latest_checkpoint(tmp_path / "narrow" / "checkpoints") / "model.safetensors")
+    assert checkpoint["matcher.projections.0.weight"].shape == (32, 16)
+    saved = load_file(run.model_dir / "model.safetensors")
+    assert not any("projection" in key for key in saved)
+    assert AutoModelForSequenceClassification.from_pretrained(run.model_dir).config.hidden_size == 16
+
+
+@pytest.mark.slow
+def test_plateau_stages_stop_on_dev_loss(tiny_teacher_dir, tmp_path):
+    recipe = tiny_recipe(
+        str(tiny_teacher_dir),
+        tmp_path / "plateau",
+        method="pid",
+        matches=INTERNAL,
+        stage_until="plateau",
+        stage_epochs=4,
+        plateau_patience=1,
+        plateau_min_delta=0.99,  # demands a 99 % drop per epoch: every layer stage stops after 2 epochs
+    )
+    recipe["train"]["epochs"] = 1
+    kdlab.distill(recipe)
+    records = [json.loads(line) for line in (tmp_path / "plateau" / "metrics.jsonl").read_text().splitlines()]
+    watched = [r["stage"] for r in records if "stage_loss" in r]
+    assert watched == ["layer1", "layer1", "layer2", "layer2"]
+
+
+def test_teacher_forward_is_cut_when_no_logits_are_needed(tiny_teacher_dir):
+    from kdlab.commands.build import load_teacher, task_spec
+    from kdlab.config import load_recipe
+    from kdlab.methods import FeatureMatcher, Objective, build_stages
+    from kdlab.taps import FeatureTaps
+
+    recipe = load_recipe(tiny_recipe(str(tiny_teacher_dir), Path("unused"), method="pid", matches=INTERNAL))
+    teacher, tokenizer = load_teacher(recipe, task_spec(recipe.task), attention=True)
+    matcher, objective = FeatureMatcher(recipe.distill.matches), Objective(recipe.distill, regression=False)
+    stages = build_stages(recipe.distill, 1, [n for n, _ in teacher.named_modules()])
+    ran: list[int] = []
+    for i, layer in enumerate(teacher.bert.encoder.layer):
+        layer.register_forward_hook(lambda *_, i=i: ran.append(i))
+    inputs = dict(tokenizer(["a fine film"], return_tensors="pt"))
+    for stage, deepest in zip(stages, (1, 3, 3), strict=True):
+        ran.clear()
+        specs = matcher.tap_specs("teacher", stage.matches)
+        taps = FeatureTaps(teacher, specs, stop_early=not objective.needs_teacher_logits(stage))
+        _, output = taps(**inputs)
+        assert max(ran) == deepest
+        assert (output is None) == (not stage.use_logits)
+    assert ran == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_accumulation_mixed_precision_and_tensorboard(tiny_teacher_dir, tmp_path):
+    recipe = tiny_recipe(str(tiny_teacher_dir), tmp_path / "bf16")
+    recipe["train"].update(grad_accum_steps=2, mixed_precision="bf16", tensorboard=True, epochs=1)
+    run = kdlab.distill(recipe)
+    assert run.result.global_step == 3  # 5 batches, 2 per step, the leftover one at the epoch end
+    assert any((tmp_path / "bf16" / "tensorboard").iterdir())
+
+
+def test_inspect_lists_module_paths(tiny_teacher_dir):
+    done = run_cli("inspect", str(tiny_teacher_dir))
+    assert done.returncode == 0, done.stderr
+    assert "bert.encoder.layer.3.attention.self" in done.stdout

@@ -78,13 +78,33 @@ def load_data(spec: TaskSpec, cfg: TaskConfig, tokenizer: Any, seed: int, need_t
 
 def load_teacher(recipe: Recipe, spec: TaskSpec, attention: bool) -> tuple[nn.Module, Any]:
     path = resolve_model(recipe.teacher.model, key="teacher.model")
-    return load_classifier(
+    teacher, tokenizer = load_classifier(
         path,
         spec.num_labels,
         regression=spec.regression,
         attn_implementation="eager" if attention else "sdpa",
         key="teacher.model",
     )
+    check_max_length(teacher, recipe.task.max_length, "teacher.model")
+    return teacher, tokenizer
+
+
+def check_max_length(model: nn.Module, max_length: int, key: str) -> None:
+    """task.max_length must fit the model's learned position embeddings: longer inputs crash mid-run.
+
+    RoBERTa-style embeddings start counting positions after their padding index, hence the offset.
+    """
+    for name, module in model.named_modules():
+        if name.endswith("position_embeddings") and isinstance(module, nn.Embedding):
+            offset = module.padding_idx + 1 if module.padding_idx is not None else 0
+            limit = module.num_embeddings - offset
+            if max_length > limit:
+                raise UserError(
+                    f"max_length {max_length} is longer than the {limit} token positions that {key} can read",
+                    key="task.max_length",
+                    fix=f"set task.max_length to at most {limit}",
+                )
+            return
 
 
 def build_student(recipe: Recipe, teacher: nn.Module, tokenizer: Any, spec: TaskSpec, attention: bool) -> Any:
@@ -112,6 +132,7 @@ def build_student(recipe: Recipe, teacher: nn.Module, tokenizer: Any, spec: Task
         attn_implementation="eager" if attention else "sdpa",
         key="student.model",
     )
+    check_max_length(student, recipe.task.max_length, "student.model")
     if student_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise UserError(
             "the student's tokenizer differs from the teacher's, so both cannot read the same batch",
@@ -159,6 +180,13 @@ def prepare_output(recipe: Recipe, resume: bool, check_busy: bool = True) -> Pat
     mistake that fresh start for an old run.
     """
     out = Path(recipe.output.dir)
+    in_the_way = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise UserError(
+            f"output folder {str(out)!r} cannot be created: {str(in_the_way)!r} is a file",
+            key="output.dir",
+            fix="point output.dir at a folder (new or holding a kdlab run), not at or below a file",
+        )
     busy = check_busy and out.exists() and any(out.iterdir())
     if busy and not resume and not recipe.output.overwrite:
         raise UserError(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from kdlab.commands.build import load_data, task_spec
+from kdlab.commands.build import check_max_length, load_data, task_spec
 from kdlab.config import Recipe
 from kdlab.engine.evaluation import evaluate as evaluate_items
 from kdlab.errors import UserError
@@ -43,6 +43,7 @@ def evaluate(recipe: Recipe, model: str | None = None) -> Evaluation:
     spec = task_spec(recipe.task)
     path = resolve_model(model, key="--model") if model else str(default_model_dir(recipe))
     net, tokenizer = load_classifier(path, spec.num_labels, regression=spec.regression, key="--model")
+    check_max_length(net, recipe.task.max_length, "--model")
     data = load_data(spec, recipe.task, tokenizer, recipe.train.seed, need_train=False)
     if not data.dev:
         raise UserError("the task has no dev split to evaluate on", key="task.dev", fix="give task.dev")

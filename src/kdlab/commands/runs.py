@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch import nn
 
@@ -47,6 +48,10 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     # Accelerate only forms a CPU process group when told to use the CPU; without this, processes started by
     # `accelerate launch --multi_gpu` or `torchrun` on a machine without GPUs would each train alone.
     cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # Accelerate keeps one global state per process; several runs in one process (the Python API, benchmarks)
+    # may differ in mixed precision, so each run starts from a fresh one. The process group itself is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     return Accelerator(mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp], cpu=cpu_ddp)
 
 
