@@ -145,3 +145,25 @@ def test_plateau_stages_are_marked():
     stages = build_stages(r.distill, 2, STUDENT_ORDER)
     assert [s.until_plateau for s in stages] == [True, True, False]
     assert [s.epochs for s in stages] == [5, 5, 2]
+
+
+def test_overwrite_never_deletes_a_folder_kdlab_did_not_write(tmp_path):
+    from kdlab.commands.build import prepare_output
+
+    (tmp_path / "thesis.tex").write_text("years of work")
+    r = load_recipe(BASE, [f"output.dir={tmp_path}", "output.overwrite=true"])
+    with pytest.raises(UserError) as err:
+        prepare_output(r, resume=False)
+    assert err.value.key == "output.overwrite"
+    assert (tmp_path / "thesis.tex").read_text() == "years of work"
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "recipe.yaml").write_text("task: {}\n")
+    assert prepare_output(load_recipe(BASE, [f"output.dir={run}", "output.overwrite=true"]), resume=False) == run
+
+
+def test_empty_module_path_is_rejected():
+    with pytest.raises(UserError) as err:
+        recipe(distill={"method": "internal", "matches": [{**MATCHES[1], "teacher": ""}]})
+    assert err.value.key == "distill.matches[0].teacher"

@@ -73,8 +73,8 @@ class StudentConfig(_Section):
 class MatchConfig(_Section):
     """One intermediate match: teacher module output vs student module output, compared by a named loss."""
 
-    teacher: str
-    student: str
+    teacher: str = Field(min_length=1, description="module path in the teacher, see `kdlab inspect`")
+    student: str = Field(min_length=1, description="module path in the student")
     loss: str
     weight: float = Field(1.0, ge=0)
     tokens: Literal["all", "cls"] = "all"
@@ -244,12 +244,13 @@ def _friendly(err: ValidationError, origin: str) -> UserError:
         else:
             got = problem.get("input")
             shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-            lines.append(f"{key}: {problem['msg']}{shown}")
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{key}: {message}{shown}")
     first_key = _dotted(err.errors()[0]["loc"]) if err.errors() else None
     return UserError(
         f"invalid recipe {origin}:\n  " + "\n  ".join(lines),
         key=first_key,
-        fix="correct the key(s) above in the YAML or with --set; `kdlab distill --help` lists the sections",
+        fix="correct the key(s) above in the YAML or with --set; configs/ has a working recipe for every method",
     )
 
 

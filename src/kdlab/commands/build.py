@@ -194,6 +194,12 @@ def prepare_output(recipe: Recipe, resume: bool, check_busy: bool = True) -> Pat
             key="output.dir",
             fix="choose another output.dir, add --resume to continue it, or --set output.overwrite=true",
         )
+    if busy and recipe.output.overwrite and not resume and not _is_kdlab_run(out):
+        raise UserError(
+            f"output folder {str(out)!r} holds files that are not a kdlab run; overwrite would delete them",
+            key="output.overwrite",
+            fix="choose an empty or new output.dir (overwrite only replaces earlier kdlab runs)",
+        )
     if resume and not (out / "checkpoints").is_dir():
         raise UserError(
             f"nothing to resume in {str(out)!r} (no checkpoints folder)",
@@ -201,6 +207,15 @@ def prepare_output(recipe: Recipe, resume: bool, check_busy: bool = True) -> Pat
             fix="drop --resume, or point output.dir at the run to continue",
         )
     return out
+
+
+_RUN_FILES = frozenset({"recipe.yaml", "metrics.jsonl", "checkpoints", "student", "model", "tensorboard"})
+
+
+def _is_kdlab_run(out: Path) -> bool:
+    """Only folders kdlab wrote may be deleted by ``output.overwrite``, never a user's data or code."""
+    names = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    return "recipe.yaml" in names and names <= _RUN_FILES
 
 
 def clear_output(out: Path) -> None:
