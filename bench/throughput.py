@@ -90,7 +90,7 @@ def plain_samples_per_s(teacher_name: str, steps: int) -> float:
         optimizer.zero_grad(set_to_none=True)
         samples += len(indices)
         if step % LOG_EVERY == 0:
-            float(loss)  # kdlab's logger reads the loss at this point too
+            float(loss.detach())  # kdlab's logger reads the loss at this point too
             rates.append(samples / (time.perf_counter() - start))
             samples, start = 0, time.perf_counter()
     return statistics.mean(rates[1:])
