@@ -77,16 +77,20 @@ def load_data(spec: TaskSpec, cfg: TaskConfig, tokenizer: Any, seed: int, need_t
 
 
 def load_teacher(recipe: Recipe, spec: TaskSpec, attention: bool) -> tuple[nn.Module, Any]:
-    path = resolve_model(recipe.teacher.model, key="teacher.model")
-    teacher, tokenizer = load_classifier(
-        path,
+    return _load_for_task(recipe.teacher.model, "teacher.model", recipe, spec, attention)
+
+
+def _load_for_task(name: str, key: str, recipe: Recipe, spec: TaskSpec, attention: bool) -> tuple[nn.Module, Any]:
+    """A classifier for the task, with eager attention only when attention probabilities are distilled."""
+    model, tokenizer = load_classifier(
+        resolve_model(name, key=key),
         spec.num_labels,
         regression=spec.regression,
         attn_implementation="eager" if attention else "sdpa",
-        key="teacher.model",
+        key=key,
     )
-    check_max_length(teacher, recipe.task.max_length, "teacher.model")
-    return teacher, tokenizer
+    check_max_length(model, recipe.task.max_length, key)
+    return model, tokenizer
 
 
 def check_max_length(model: nn.Module, max_length: int, key: str) -> None:
@@ -124,15 +128,7 @@ def build_student(recipe: Recipe, teacher: nn.Module, tokenizer: Any, spec: Task
         return bilstm_from_teacher(
             teacher, tokenizer, hidden_size=cfg.lstm_hidden_size, num_layers=cfg.lstm_layers
         ), tokenizer
-    path = resolve_model(cfg.model or "", key="student.model")
-    student, student_tokenizer = load_classifier(
-        path,
-        spec.num_labels,
-        regression=spec.regression,
-        attn_implementation="eager" if attention else "sdpa",
-        key="student.model",
-    )
-    check_max_length(student, recipe.task.max_length, "student.model")
+    student, student_tokenizer = _load_for_task(cfg.model or "", "student.model", recipe, spec, attention)
     if student_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise UserError(
             "the student's tokenizer differs from the teacher's, so both cannot read the same batch",
