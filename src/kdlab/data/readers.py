@@ -83,11 +83,7 @@ def _read_delimited(path: Path, delimiter: str, no_quotes: bool, header: bool, k
             # which is what a user sees in an editor.
             numbered = [(reader.line_num, record) for record in reader if record]
     except UnicodeDecodeError as exc:
-        raise UserError(
-            f"{str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})",
-            key=key,
-            fix="re-save the file as UTF-8",
-        ) from exc
+        raise _not_utf8(path, exc, key) from exc
     except csv.Error as exc:
         raise UserError(f"cannot parse {str(path)!r}: {exc}", key=key, fix="check the file format") from exc
 
@@ -150,9 +146,11 @@ def _read_jsonl(path: Path, key: str | None) -> list[dict[str, str]]:
                 # null stays missing so that the task layer reports it like an absent key.
                 rows.append({name: _json_text(value) for name, value in obj.items() if value is not None})
     except UnicodeDecodeError as exc:
-        raise UserError(
-            f"{str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})",
-            key=key,
-            fix="re-save the file as UTF-8",
-        ) from exc
+        raise _not_utf8(path, exc, key) from exc
     return rows
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError, key: str | None) -> UserError:
+    return UserError(
+        f"{str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})", key=key, fix="re-save the file as UTF-8"
+    )

@@ -135,10 +135,7 @@ def hidden_cosine(student: Tensor, teacher: Tensor, mask: Tensor | None = None) 
         Scalar in ``[0, 2]`` (float32 at least); 0 if no token is real.
     """
     s, t, valid = _prepare_tokens("hidden_cosine", student, teacher, mask)
-    keep = valid.unsqueeze(-1)
-    # 1s rather than 0s: the norms of padded rows then stay away from 0, so no eps branch is involved there.
-    s = torch.where(keep, s, 1.0)
-    t = torch.where(keep, t, 1.0)
+    s, t = _ones_at_padding(s, t, valid)
     norms = torch.linalg.vector_norm(s, dim=-1).clamp_min(_NORM_EPS) * torch.linalg.vector_norm(t, dim=-1).clamp_min(
         _NORM_EPS
     )
@@ -165,9 +162,7 @@ def pkd_normalized_mse(student: Tensor, teacher: Tensor, mask: Tensor | None = N
         Scalar in ``[0, 4]`` (float32 at least); 0 if no token is real.
     """
     s, t, valid = _prepare_tokens("pkd_normalized_mse", student, teacher, mask)
-    keep = valid.unsqueeze(-1)
-    s = torch.where(keep, s, 1.0)
-    t = torch.where(keep, t, 1.0)
+    s, t = _ones_at_padding(s, t, valid)
     s_unit = s / torch.linalg.vector_norm(s, dim=-1, keepdim=True).clamp_min(_NORM_EPS)
     t_unit = t / torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(_NORM_EPS)
     per_token = torch.where(valid, (s_unit - t_unit).square().sum(dim=-1), 0.0)
@@ -221,3 +216,9 @@ def attention_mse(student: Tensor, teacher: Tensor, mask: Tensor | None = None) 
     diff = torch.where(pair, s - t, 0.0)
     count = n_valid.square().sum().clamp_min(1) * s.shape[1]
     return diff.square().sum() / count
+
+
+def _ones_at_padding(s: Tensor, t: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Replace padded token vectors by 1s (not 0s): their norms stay away from 0, so no eps branch is involved."""
+    keep = valid.unsqueeze(-1)
+    return torch.where(keep, s, 1.0), torch.where(keep, t, 1.0)
