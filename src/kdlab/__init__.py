@@ -1,7 +1,8 @@
 """kdlab: knowledge distillation on one engine.
 
-The Python API mirrors the CLI: ``kdlab.finetune``, ``kdlab.distill``, ``kdlab.evaluate``, ``kdlab.inspect``,
-``kdlab.demo``, each taking a recipe (YAML path, dict or :class:`kdlab.config.Recipe`) and ``key=value`` overrides.
+The Python API mirrors the CLI: ``kdlab.finetune``, ``kdlab.cache``, ``kdlab.distill``, ``kdlab.evaluate``,
+``kdlab.inspect``, ``kdlab.demo``, each taking a recipe (YAML path, dict or :class:`kdlab.config.Recipe`) and
+``key=value`` overrides.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["demo", "distill", "evaluate", "finetune", "inspect", "recipe"]
+__all__ = ["cache", "demo", "distill", "evaluate", "finetune", "inspect", "recipe"]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kdlab.commands import cache as _cache
 from kdlab.commands import demo as _demo
 from kdlab.commands import evaluate as _evaluate
 from kdlab.commands import inspect as _inspect
@@ -20,7 +21,7 @@ from kdlab.config import Recipe, load_recipe
 
 RecipeSource = str | Path | dict[str, Any] | Recipe
 
-__all__ = ["RunSummary", "demo", "distill", "evaluate", "finetune", "inspect", "recipe"]
+__all__ = ["RunSummary", "cache", "demo", "distill", "evaluate", "finetune", "inspect", "recipe"]
 
 
 def recipe(source: RecipeSource, overrides: Sequence[str] = ()) -> Recipe:
@@ -36,6 +37,13 @@ def finetune(source: RecipeSource, overrides: Sequence[str] = (), resume: bool =
 
 def distill(source: RecipeSource, overrides: Sequence[str] = (), resume: bool = False) -> RunSummary:
     return _runs.distill(recipe(source, overrides), resume=resume)
+
+
+def cache(
+    source: RecipeSource, overrides: Sequence[str] = (), overwrite: bool = False, progress: bool = True
+) -> _cache.CacheSummary:
+    """Run the teacher once and store what the recipe's losses need in ``cache.dir``."""
+    return _cache.cache(recipe(source, overrides), overwrite=overwrite, progress=progress)
 
 
 def evaluate(source: RecipeSource, overrides: Sequence[str] = (), model: str | None = None) -> _evaluate.Evaluation:

@@ -1,4 +1,4 @@
-"""The command line: ``kdlab finetune | distill | evaluate | inspect | demo``.
+"""The command line: ``kdlab finetune | cache | distill | evaluate | inspect | demo``.
 
 User mistakes (:class:`kdlab.errors.UserError`) print one message and exit with status 2, without a traceback.
 """
@@ -43,6 +43,23 @@ def distill(recipe: RecipeArg, set_: SetOpt = None, resume: ResumeOpt = False) -
     """Distil teacher.model into the recipe's student."""
     run = api.distill(recipe, set_ or [], resume=resume)
     _report_run("student", run)
+
+
+@app.command()
+def cache(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing cache in cache.dir")] = False,
+) -> None:
+    """Run the teacher once and store the knowledge the recipe's losses need in cache.dir (train without it then)."""
+    summary = api.cache(recipe, set_ or [], overwrite=overwrite)
+    console.print(
+        f"cached {summary.examples:,} examples in {summary.seconds:.1f} s: {summary.bytes / 2**20:.1f} MiB "
+        f"({summary.bytes_per_example:,.0f} bytes per example) in [bold]{summary.dir}[/bold]"
+    )
+    for signature in summary.signals:
+        console.print(f"  {signature}")
+    console.print("train from it with `kdlab distill` on a recipe with the same cache.dir")
 
 
 @app.command()

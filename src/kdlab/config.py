@@ -50,7 +50,11 @@ class TaskConfig(_Section):
 
 
 class TeacherConfig(_Section):
-    model: str = Field(description="local folder, hub name, or the alias 'minilm'")
+    model: str | None = Field(
+        None,
+        description="local folder, hub name, or the alias 'minilm'; may be left out when training from cache.dir "
+        "with a pretrained student (nothing of the teacher is needed then)",
+    )
 
 
 class StudentConfig(_Section):
@@ -77,9 +81,26 @@ class MatchConfig(_Section):
     student: str = Field(min_length=1, description="module path in the student")
     loss: str
     weight: float = Field(1.0, ge=0)
-    tokens: Literal["all", "cls"] = "all"
+    tokens: str = Field(
+        "all",
+        description="all | cls | first:N | attention:N | attention_no_sep:N (top N by the teacher's [CLS] attention)",
+    )
+    width: float = Field(1.0, gt=0, le=1, description="fraction of the teacher's feature dimensions compared")
+    width_mask: Literal["uniform", "random", "importance"] = "uniform"
+    select_attention: str | None = Field(
+        None,
+        description="teacher attention module whose [CLS] attention ranks tokens for tokens: attention*; "
+        "default: <teacher>.attention.self",
+    )
     projection: bool = False
     stage: int | None = Field(None, ge=0, description="PID/SID stage; default: grouped by student layer")
+
+    @field_validator("tokens")
+    @classmethod
+    def _known_tokens(cls, value: str) -> str:
+        if not _TOKENS.match(value):
+            raise ValueError("tokens must be all, cls, first:N, attention:N or attention_no_sep:N with N >= 1")
+        return value
 
     @field_validator("loss")
     @classmethod
@@ -90,13 +111,27 @@ class MatchConfig(_Section):
 
     @model_validator(mode="after")
     def _attention_is_token_wise(self) -> MatchConfig:
-        if self.loss in ATTENTION_LOSSES and (self.tokens != "all" or self.projection):
-            raise ValueError("attention losses compare whole attention maps: use tokens: all, projection: false")
+        if self.loss in ATTENTION_LOSSES and (self.tokens != "all" or self.projection or self.width != 1):
+            raise ValueError(
+                "attention losses compare whole attention maps: use tokens: all, width: 1, projection: false"
+            )
         return self
 
     @property
     def is_attention(self) -> bool:
         return self.loss in ATTENTION_LOSSES
+
+    @property
+    def ranks_by_attention(self) -> bool:
+        return self.tokens.startswith("attention")
+
+    @property
+    def ranking_module(self) -> str:
+        """The teacher attention module whose [CLS] attention ranks tokens (tokens: attention*)."""
+        return self.select_attention or f"{self.teacher}.attention.self"
+
+
+_TOKENS = re.compile(r"^(all|cls|(first|attention|attention_no_sep):[1-9]\d*)$")
 
 
 Method = Literal["none", "vanilla", "internal", "pid", "sid"]
@@ -107,6 +142,9 @@ class DistillConfig(_Section):
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher term; 1 - alpha on gold labels")
     logit_loss: Literal["kl", "mse"] = "kl"
+    logit_topk: int | None = Field(
+        None, gt=0, description="keep only the teacher's k most likely classes (+ one bucket for the rest)"
+    )
     matches: list[MatchConfig] = Field(default_factory=list)
     stage_until: Literal["epochs", "plateau"] = "epochs"
     stage_epochs: int = Field(1, gt=0, description="epochs per layer stage (PID/SID); the cap when 'plateau'")
@@ -123,8 +161,19 @@ class DistillConfig(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _topk_is_for_kl(self) -> DistillConfig:
+        if self.logit_topk is not None and self.logit_loss != "kl":
+            raise ValueError("logit_topk compresses the teacher's distribution for logit_loss: kl only")
+        return self
+
     @property
     def uses_attention(self) -> bool:
+        """Whether the teacher must compute attention probabilities (attention losses or attention-ranked tokens)."""
+        return any(m.is_attention or m.ranks_by_attention for m in self.matches)
+
+    @property
+    def student_uses_attention(self) -> bool:
         return any(m.is_attention for m in self.matches)
 
 
@@ -149,6 +198,15 @@ class TrainConfig(_Section):
     progress_bar: bool = True
 
 
+class CacheConfig(_Section):
+    """Teacher knowledge stored once: `kdlab cache` writes it, `kdlab distill` then trains without the teacher."""
+
+    dir: str | None = Field(None, description="the cache folder; when set, distill reads the teacher from it")
+    dtype: Literal["float32", "float16"] = Field("float32", description="storage precision of features")
+    shard_examples: int = Field(4096, gt=0, description="examples per shard file")
+    verify: bool = Field(True, description="check every shard's sha256 before training")
+
+
 class OutputConfig(_Section):
     dir: str = "runs/kdlab"
     overwrite: bool = False
@@ -160,6 +218,7 @@ class Recipe(_Section):
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
 
@@ -174,9 +233,18 @@ def load_recipe(source: str | Path | dict[str, Any], overrides: list[str] | tupl
     for override in overrides:
         _apply_override(data, override)
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as err:
         raise _friendly(err, origin) from None
+    teacher_free = recipe.cache.dir is not None and recipe.student.kind == "pretrained"
+    if recipe.teacher.model is None and not teacher_free:
+        raise UserError(
+            f"invalid recipe {origin}: teacher.model must be a string naming the teacher",
+            key="teacher.model",
+            fix="give a model folder, hub name or 'minilm' (it may only be left out when training from cache.dir "
+            "with student.kind: pretrained)",
+        )
+    return recipe
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

@@ -19,7 +19,7 @@ from kdlab.data import Collator, TaskSpec, custom_task, encode, load_examples, r
 from kdlab.errors import UserError
 from kdlab.methods.matches import FeatureMatcher, tap_name
 from kdlab.models import bilstm_from_teacher, load_classifier, resolve_model, shrink
-from kdlab.taps import FeatureTaps
+from kdlab.taps import FeatureTaps, TapSpec
 
 _TASK_FIELDS = ("train", "dev", "format", "header", "text", "text_pair", "label", "regression")
 
@@ -93,6 +93,11 @@ def _load_for_task(name: str, key: str, recipe: Recipe, spec: TaskSpec, attentio
     return model, tokenizer
 
 
+def load_student(recipe: Recipe, spec: TaskSpec, attention: bool) -> tuple[nn.Module, Any]:
+    """A pretrained student (``student.kind: pretrained``) and its own tokenizer."""
+    return _load_for_task(recipe.student.model or "", "student.model", recipe, spec, attention)
+
+
 def check_max_length(model: nn.Module, max_length: int, key: str) -> None:
     """task.max_length must fit the model's learned position embeddings: longer inputs crash mid-run.
 
@@ -128,7 +133,7 @@ def build_student(recipe: Recipe, teacher: nn.Module, tokenizer: Any, spec: Task
         return bilstm_from_teacher(
             teacher, tokenizer, hidden_size=cfg.lstm_hidden_size, num_layers=cfg.lstm_layers
         ), tokenizer
-    student, student_tokenizer = _load_for_task(cfg.model or "", "student.model", recipe, spec, attention)
+    student, student_tokenizer = load_student(recipe, spec, attention)
     if student_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise UserError(
             "the student's tokenizer differs from the teacher's, so both cannot read the same batch",
@@ -138,23 +143,48 @@ def build_student(recipe: Recipe, teacher: nn.Module, tokenizer: Any, spec: Task
     return student, tokenizer
 
 
+def teacher_widths(matcher: FeatureMatcher, teacher: nn.Module, sample: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Check every teacher module path on a two-example batch; return each match's teacher width.
+
+    The width is the hidden size of a hidden-state match, the number of heads of an attention match.
+    """
+    every = tuple(range(len(matcher.matches)))
+    specs: dict[str, TapSpec] = {}
+    for i in every:
+        match = matcher.matches[i]
+        # Tap names "[i].key" make errors name the config key, e.g. distill.matches[2].teacher.
+        specs[f"[{i}].teacher"] = TapSpec(match.teacher, "attention" if match.is_attention else "hidden")
+        if match.ranks_by_attention:
+            specs[f"[{i}].select_attention"] = TapSpec(match.ranking_module, "attention")
+    if not specs:
+        return {}
+    with torch.no_grad():
+        found, _ = FeatureTaps(teacher, specs, key_prefix="distill.matches")(**_inputs(sample))
+    widths = {}
+    for i in every:
+        value = found[f"[{i}].teacher"]
+        widths[tap_name(i)] = int(value.shape[1] if matcher.matches[i].is_attention else value.shape[-1])
+    return widths
+
+
 def check_matches(
-    matcher: FeatureMatcher, teacher: nn.Module, student: nn.Module, sample: dict[str, torch.Tensor]
+    matcher: FeatureMatcher, widths: dict[str, int], student: nn.Module, sample: dict[str, torch.Tensor]
 ) -> None:
-    """Check every module path on a two-example batch and create the projections from the real shapes."""
+    """Check every student module path on a two-example batch and create the projections from the real shapes."""
     every = tuple(range(len(matcher.matches)))
     if not every:
         return
-    inputs = {k: v for k, v in sample.items() if k != "labels"}
-    feats = {}
-    for side, model in (("teacher", teacher), ("student", student)):
-        # Tap names "[i].side" make errors name the config key, e.g. distill.matches[2].student.
-        specs = {f"[{i}].{side}": spec for i, spec in zip(every, matcher.tap_specs(side, every).values(), strict=True)}
-        with torch.no_grad():
-            found, _ = FeatureTaps(model, specs, key_prefix="distill.matches")(**inputs)
-        feats[side] = {tap_name(i): found[f"[{i}].{side}"] for i in every}
-    matcher.build_projections(feats["student"], feats["teacher"])
+    specs = {
+        f"[{i}].student": spec for i, spec in zip(every, matcher.tap_specs("student", every).values(), strict=True)
+    }
+    with torch.no_grad():
+        found, _ = FeatureTaps(student, specs, key_prefix="distill.matches")(**_inputs(sample))
+    matcher.build_projections({tap_name(i): found[f"[{i}].student"] for i in every}, widths)
     _no_dropout_on_matched_attention(matcher, student)
+
+
+def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "labels"}
 
 
 def _no_dropout_on_matched_attention(matcher: FeatureMatcher, student: nn.Module) -> None:

@@ -19,16 +19,21 @@ from kdlab.commands.build import (
     check_matches,
     clear_output,
     load_data,
+    load_student,
     load_teacher,
     prepare_output,
     task_spec,
+    teacher_widths,
 )
 from kdlab.config import Recipe, TrainConfig, recipe_to_yaml
+from kdlab.engine.teacher import LiveTeacher, TeacherSource
 from kdlab.engine.trainer import Job, Trainer, TrainResult
 from kdlab.errors import UserError
 from kdlab.io import atomic_write_text
+from kdlab.knowledge.source import open_cache
 from kdlab.methods import FeatureMatcher, Objective, Stage, build_stages
-from kdlab.models import save_student
+from kdlab.models import load_tokenizer, resolve_model, save_student
+from kdlab.models.lazy import student_from_teacher_files
 
 # Keys that may change between a run and its --resume (they do not change what is trained).
 _RESUMABLE_CHANGES = {("train", "max_steps"), ("train", "progress_bar"), ("output", "overwrite")}
@@ -75,27 +80,60 @@ def finetune(recipe: Recipe, resume: bool = False) -> RunSummary:
 
 
 def distill(recipe: Recipe, resume: bool = False) -> RunSummary:
-    """Distil ``teacher.model`` into the recipe's student with the recipe's method."""
+    """Distil the teacher (live, or its knowledge stored in ``cache.dir``) into the recipe's student."""
     cfg = recipe.distill
     set_seed(recipe.train.seed)
     spec = task_spec(recipe.task)
-    teacher, tokenizer = load_teacher(recipe, spec, cfg.uses_attention)
-    student, tokenizer = build_student(recipe, teacher, tokenizer, spec, cfg.uses_attention)
-    data = load_data(spec, recipe.task, tokenizer, recipe.train.seed)
+    matcher = FeatureMatcher(cfg.matches)
+    objective = Objective(cfg, spec.regression)
+    if recipe.cache.dir is not None and cfg.method != "none":
+        student, tokenizer, data, teacher, widths = _from_cache(recipe, spec, matcher, objective)
+    else:
+        student, tokenizer, data, teacher, widths = _from_live_teacher(recipe, spec, matcher, objective)
     if cfg.stage_until == "plateau" and cfg.method in ("pid", "sid") and not data.dev:
         raise UserError(
             "stage_until: plateau needs a dev split to watch",
             key="distill.stage_until",
             fix="give task.dev, or use stage_until: epochs",
         )
-    matcher = FeatureMatcher(cfg.matches)
-    check_matches(matcher, teacher, student, data.collate(data.train[:2]))
+    set_seed(recipe.train.seed)  # the projections' initialisation, whatever the teacher source drew before
+    check_matches(matcher, widths, student, data.collate(data.train[:2]))
     stages = build_stages(cfg, recipe.train.epochs, [name for name, _ in student.named_modules()])
     out = _claim_output(recipe, resume)
-    objective = Objective(cfg, spec.regression)
-    live_teacher = teacher if cfg.method != "none" else None
-    job = _job(recipe, spec, data, student, tokenizer, live_teacher, matcher, objective, stages, out, "student")
+    source = teacher if cfg.method != "none" else None
+    job = _job(recipe, spec, data, student, tokenizer, source, matcher, objective, stages, out, "student")
     return RunSummary(out, out / "student", Trainer(job, make_accelerator(recipe.train)).fit(resume))
+
+
+def _from_live_teacher(recipe: Recipe, spec: Any, matcher: FeatureMatcher, objective: Objective) -> tuple:
+    cfg = recipe.distill
+    teacher, tokenizer = load_teacher(recipe, spec, cfg.uses_attention)
+    # Re-seeded so that a randomly initialised student does not depend on what loading the teacher drew.
+    set_seed(recipe.train.seed)
+    student, tokenizer = build_student(recipe, teacher, tokenizer, spec, cfg.student_uses_attention)
+    data = load_data(spec, recipe.task, tokenizer, recipe.train.seed)
+    widths = teacher_widths(matcher, teacher, data.collate(data.train[:2]))
+    live = LiveTeacher(teacher, matcher, objective, tokenizer.sep_token_id)
+    return student, tokenizer, data, live, widths
+
+
+def _from_cache(recipe: Recipe, spec: Any, matcher: FeatureMatcher, objective: Objective) -> tuple:
+    """Student, data and teacher knowledge without constructing or loading the teacher model."""
+    attention = recipe.distill.student_uses_attention
+    teacher_path = resolve_model(recipe.teacher.model, key="teacher.model") if recipe.teacher.model else None
+    set_seed(recipe.train.seed)  # as in _from_live_teacher, so both give the same student
+    if recipe.student.kind == "pretrained":
+        student, tokenizer = load_student(recipe, spec, attention)
+    else:
+        assert teacher_path is not None  # the recipe schema requires teacher.model for these students
+        tokenizer = load_tokenizer(teacher_path, key="teacher.model")
+        student = student_from_teacher_files(
+            teacher_path, recipe.student, spec.num_labels, spec.regression, tokenizer, attention
+        )
+    data = load_data(spec, recipe.task, tokenizer, recipe.train.seed)
+    splits = {"train": data.train, "dev": data.dev or []}
+    source, widths = open_cache(recipe, matcher, objective, tokenizer, splits, teacher_path)
+    return student, tokenizer, data, source, widths
 
 
 def _job(
@@ -104,7 +142,7 @@ def _job(
     data: Any,
     model: nn.Module,
     tokenizer: Any,
-    teacher: nn.Module | None,
+    teacher: TeacherSource | None,
     matcher: FeatureMatcher,
     objective: Objective,
     stages: list[Stage],

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from kdlab.engine.teacher import TeacherSignals
 from kdlab.methods.matches import FeatureMatcher
 from kdlab.methods.objective import Objective
 from kdlab.methods.stages import Stage
@@ -38,10 +39,9 @@ class DistillModule(nn.Module):
         batch: dict[str, Tensor],
         stage: Stage,
         taps: FeatureTaps,
-        teacher_logits: Tensor | None,
-        teacher_feats: dict[str, Tensor],
+        teacher: TeacherSignals,
     ) -> tuple[Tensor, dict[str, Any]]:
         feats, output = taps(**model_inputs(batch))
         logits = output.logits if output is not None else None
-        step = self.objective(stage, self.matcher, logits, feats, teacher_logits, teacher_feats, batch)
+        step = self.objective(stage, self.matcher, logits, feats, teacher, batch)
         return step.total, step.parts

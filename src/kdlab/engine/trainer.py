@@ -1,7 +1,8 @@
 """The one training loop. Every method (fine-tuning, soft-label KD, internal KD, PID, SID) is a list of stages run here.
 
 One optimizer step, as a reader should see it:
-    teacher features/logits  <- teacher under inference_mode, cut after its deepest needed layer
+    teacher signals          <- the live teacher under inference_mode, cut after its deepest needed layer,
+                                or the same knowledge read from a cache (engine.teacher.TeacherSource)
     loss                     <- DistillModule.forward(batch): student through its taps, then the stage objective
     backward, (accumulate), clip, optimizer step, scheduler step
 Accelerate provides devices, mixed precision and DDP. Batching is ours: each epoch's global batches are a
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -35,7 +37,8 @@ from kdlab.engine.checkpoint import (
 )
 from kdlab.engine.evaluation import evaluate, length_sorted_batches
 from kdlab.engine.logger import MetricsLogger
-from kdlab.engine.module import DistillModule, model_inputs
+from kdlab.engine.module import DistillModule
+from kdlab.engine.teacher import TeacherSignals, TeacherSource
 from kdlab.methods.matches import FeatureMatcher
 from kdlab.methods.objective import Objective
 from kdlab.methods.stages import Stage
@@ -61,7 +64,7 @@ class Job:
     output_dir: Path
     save_student: Callable[[nn.Module, Path], None]
     settings: TrainConfig
-    teacher: nn.Module | None = None
+    teacher: TeacherSource | None = None
     plateau_patience: int = 1
     plateau_min_delta: float = 1e-3
     model_dirname: str = "student"
@@ -84,7 +87,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=self.cfg.lr)
         self.module, self.optimizer = self.acc.prepare(self.module, self.optimizer)
         if job.teacher is not None:
-            job.teacher.to(self.acc.device).eval().requires_grad_(False)
+            job.teacher.prepare(self.acc.device, self.acc.autocast)
         self.batches = EpochBatches(
             [len(item["input_ids"]) for item in job.train_items],
             self.cfg.batch_size,
@@ -121,6 +124,9 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------- the loop
     def fit(self, resume: bool = False) -> TrainResult:
         state, saved = self._restore() if resume else (TrainState(), None)
+        if saved is None:
+            # Dropout masks then do not depend on how the run was set up (live teacher or cache, API or CLI).
+            set_seed(self.cfg.seed)
         while state.stage < len(self.job.stages):
             stage = self.job.stages[state.stage]
             scheduler = self._scheduler(stage)
@@ -144,7 +150,6 @@ class Trainer:
     def _run_epoch(self, stage: Stage, state: TrainState, scheduler: Any) -> bool:
         """Train one epoch (from ``state.batch`` on); False when ``max_steps`` stopped training."""
         global_batches = self.batches.for_epoch(state.stage * 10_000 + state.epoch)
-        teacher_taps = self._teacher_taps(stage)
         student_taps = self._unwrapped.student_taps(stage)
         self.module.train()
         meter = _Meter()
@@ -156,9 +161,9 @@ class Trainer:
             leave=False,
         )
         for indices in global_batches[state.batch :]:
-            batch = self._local_batch(indices)
+            mine, batch = self._local_batch(indices)
             last_micro = (state.micro_step + 1) % self.cfg.grad_accum_steps == 0
-            _, parts = self._forward_backward(batch, stage, teacher_taps, student_taps, sync=last_micro)
+            _, parts = self._forward_backward(batch, mine, stage, student_taps, sync=last_micro)
             state.micro_step += 1
             state.batch += 1
             meter.add(parts, len(indices))
@@ -181,16 +186,16 @@ class Trainer:
     def _forward_backward(
         self,
         batch: dict[str, Tensor],
+        indices: list[int],
         stage: Stage,
-        teacher_taps: FeatureTaps | None,
         student_taps: FeatureTaps,
         sync: bool,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        teacher_logits, teacher_feats = self._teacher_forward(batch, stage, teacher_taps)
+        teacher = self._teacher_signals(stage, batch, indices, "train")
         no_sync = contextlib.nullcontext() if sync else self.acc.no_sync(self.module)
         with no_sync:
             with self.acc.autocast():
-                loss, parts = self.module(batch, stage, student_taps, teacher_logits, teacher_feats)
+                loss, parts = self.module(batch, stage, student_taps, teacher)
             self.acc.backward(loss / self.cfg.grad_accum_steps)
         return loss, parts
 
@@ -202,31 +207,20 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     # ----------------------------------------------------------------------------------------------- teacher
-    def _teacher_taps(self, stage: Stage) -> FeatureTaps | None:
-        needs_logits = self.job.objective.needs_teacher_logits(stage)
-        if self.job.teacher is None or not (needs_logits or stage.matches):
-            return None
-        specs = self.job.matcher.tap_specs("teacher", stage.matches)
-        return FeatureTaps(self.job.teacher, specs, stop_early=not needs_logits)
-
-    def _teacher_forward(
-        self, batch: dict[str, Tensor], stage: Stage, taps: FeatureTaps | None
-    ) -> tuple[Tensor | None, dict[str, Tensor]]:
-        if taps is None:
-            return None, {}
-        with torch.inference_mode(), self.acc.autocast():
-            feats, output = taps(**model_inputs(batch))
-        # Inference-mode tensors cannot be saved for backward; a clone outside the mode is a normal tensor.
-        logits = output.logits.clone() if output is not None else None
-        return logits, {name: value.clone() for name, value in feats.items()}
+    def _teacher_signals(
+        self, stage: Stage, batch: dict[str, Tensor], indices: list[int], split: str
+    ) -> TeacherSignals:
+        if self.job.teacher is None:
+            return TeacherSignals()
+        return self.job.teacher.signals(stage, batch, indices, split)
 
     # ----------------------------------------------------------------------------------------------- data
-    def _local_batch(self, indices: list[int]) -> dict[str, Tensor]:
-        """This process's slice of a global batch, collated (dynamic padding) and on the device."""
+    def _local_batch(self, indices: list[int]) -> tuple[list[int], dict[str, Tensor]]:
+        """This process's slice of a global batch (item indices), collated (dynamic padding) and on the device."""
         n, world, rank = len(indices), self.acc.num_processes, self.acc.process_index
         mine = indices[rank * n // world : (rank + 1) * n // world]
         batch = self.job.collate([self.job.train_items[i] for i in mine])
-        return {k: v.to(self.acc.device, non_blocking=True) for k, v in batch.items()}
+        return mine, {k: v.to(self.acc.device, non_blocking=True) for k, v in batch.items()}
 
     # ----------------------------------------------------------------------------------------------- bookkeeping
     def _after_step(self, stage: Stage, state: TrainState, scheduler: Any, meter: _Meter, bar: Any) -> None:
@@ -287,14 +281,14 @@ class Trainer:
     def _dev_stage_loss(self, stage: Stage) -> float:
         """Mean stage loss on the dev set (the signal for 'train this layer until its dev loss plateaus')."""
         self.module.eval()
-        teacher_taps, student_taps = self._teacher_taps(stage), self._unwrapped.student_taps(stage)
+        student_taps = self._unwrapped.student_taps(stage)
         total, count = 0.0, 0
         items = self.job.dev_items or []
         for indices in length_sorted_batches(items, self.cfg.eval_batch_size):
             batch = {k: v.to(self.acc.device) for k, v in self.job.collate([items[i] for i in indices]).items()}
-            teacher_logits, teacher_feats = self._teacher_forward(batch, stage, teacher_taps)
+            teacher = self._teacher_signals(stage, batch, list(indices), "dev")
             with self.acc.autocast():
-                loss, _ = self._unwrapped(batch, stage, student_taps, teacher_logits, teacher_feats)
+                loss, _ = self._unwrapped(batch, stage, student_taps, teacher)
             total, count = total + float(loss) * len(indices), count + len(indices)
         self.module.train()
         return total / max(count, 1)

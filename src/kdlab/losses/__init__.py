@@ -14,7 +14,7 @@ from .features import (
     hidden_mse,
     pkd_normalized_mse,
 )
-from .logits import hard_ce, kd_mix, logit_mse, regression_mse, soft_kd
+from .logits import hard_ce, kd_mix, logit_mse, regression_mse, soft_kd, soft_kd_topk, teacher_topk
 
 FEATURE_LOSSES: dict[str, FeatureLoss] = {
     "mse": hidden_mse,
@@ -41,4 +41,6 @@ __all__ = [
     "pkd_normalized_mse",
     "regression_mse",
     "soft_kd",
+    "soft_kd_topk",
+    "teacher_topk",
 ]

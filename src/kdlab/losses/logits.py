@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["hard_ce", "kd_mix", "logit_mse", "regression_mse", "soft_kd"]
+__all__ = ["hard_ce", "kd_mix", "logit_mse", "regression_mse", "soft_kd", "soft_kd_topk", "teacher_topk"]
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -69,6 +69,114 @@ def soft_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
     pointwise = p * log_ratio
     batch = student_logits.shape[0]
     return pointwise.sum() * (temperature**2 / max(batch, 1))
+
+
+def _log1mexp(a: Tensor) -> Tensor:
+    """``log(1 − exp(a))`` for ``a < 0``, accurate at both ends (Mächler 2012): ``expm1`` near 0, ``log1p`` far."""
+    near = a > -math.log(2.0)
+    # Each branch only ever sees inputs where it is finite, so the branch not taken cannot put inf/nan into the
+    # backward pass (torch.where passes gradient 0 to it, and 0 · inf = nan).
+    near_branch = torch.log(-torch.expm1(torch.where(near, a, -1.0)))
+    far_branch = torch.log1p(-torch.exp(torch.where(near, -1.0, a)))
+    return torch.where(near, near_branch, far_branch)
+
+
+def teacher_topk(teacher_logits: Tensor, k: int, temperature: float) -> tuple[Tensor, Tensor]:
+    """Compress the teacher's output distribution to its ``k`` most likely classes (a top-k logit cache).
+
+    ``log p = log_softmax(t / T)``; returns ``(log p[b, i_1..i_k], (i_1..i_k))`` with
+    ``p[b, i_1] ≥ … ≥ p[b, i_k]``, the input of :func:`soft_kd_topk` at the same ``T``.
+
+    Args:
+        teacher_logits: ``[B, C]``, any float dtype.
+        k: number of classes kept, ``>= 1``; clipped to ``C``.
+        temperature: ``T > 0``.
+
+    Returns:
+        Log-probabilities ``[B, k]`` in float32 (float64 for float64 logits) and class indices ``[B, k]`` long.
+    """
+    _check_temperature("teacher_topk", temperature)
+    if teacher_logits.ndim != 2:
+        raise ValueError(f"teacher_topk: logits must be 2-D [B, C], got shape {tuple(teacher_logits.shape)}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"teacher_topk: k must be an integer >= 1, got {k!r}")
+    log_p = F.log_softmax(teacher_logits.to(_compute_dtype(teacher_logits)) / temperature, dim=-1)
+    values, indices = torch.topk(log_p, min(k, log_p.shape[-1]), dim=-1, largest=True, sorted=True)
+    return values, indices
+
+
+def soft_kd_topk(
+    student_logits: Tensor,
+    teacher_topk_logprobs: Tensor,
+    teacher_topk_indices: Tensor,
+    temperature: float = 1.0,
+) -> Tensor:
+    """Soft-label KD against a top-k compressed teacher (as DistillKit caches LLM logits).
+
+    The teacher distribution is known on its top-k classes ``K_b`` only; all other classes form one bucket with
+    mass ``r_t = 1 − Σ_{j∈K_b} p_j``. The student's distribution ``q = softmax(s/T)`` is aggregated the same way,
+    ``r_s = Σ_{c∉K_b} q_c``, and the loss is the KL between the two (k+1)-bucket distributions:
+
+    ``loss = T² · (1/B) Σ_b [ Σ_{j∈K_b} p_j (log p_j − log q_j) + r_t (log r_t − log r_s) ]``, ``0 · log 0 = 0``.
+
+    ``log r_s`` is a logsumexp over the student's classes outside ``K_b`` (no cancellation when the student is
+    confident); ``log r_t = log(1 − exp(logsumexp_j log p_j))``, with ``r_t`` clamped to ``[0, 1]`` against
+    rounding. When ``k = C`` there is no bucket; for ``k ≥ C − 1`` the loss equals :func:`soft_kd` (up to
+    rounding). Like :func:`soft_kd`, the T² factor keeps gradient magnitudes roughly independent of T.
+
+    Args:
+        student_logits: ``[B, C]``, any float dtype.
+        teacher_topk_logprobs: ``[B, k]`` teacher log-probabilities at temperature ``T`` (from
+            :func:`teacher_topk` with the same ``T``).
+        teacher_topk_indices: ``[B, k]`` integer class ids, distinct within a row.
+        temperature: ``T > 0``.
+
+    Returns:
+        Scalar in float32 (float64 if an input is float64), also for fp16/bf16 inputs.
+
+    Raises:
+        ValueError: bad shapes, dtypes, ``k > C`` or a bad temperature.
+    """
+    _check_temperature("soft_kd_topk", temperature)
+    if student_logits.ndim != 2:
+        raise ValueError(f"soft_kd_topk: logits must be 2-D [B, C], got shape {tuple(student_logits.shape)}")
+    batch, classes = student_logits.shape
+    top_shape = tuple(teacher_topk_logprobs.shape)
+    if (
+        len(top_shape) != 2
+        or top_shape != tuple(teacher_topk_indices.shape)
+        or top_shape[0] != batch
+        or not 1 <= top_shape[1] <= classes
+    ):
+        raise ValueError(
+            f"soft_kd_topk: teacher log-probabilities {top_shape} and indices {tuple(teacher_topk_indices.shape)} "
+            f"must both be [B, k] with B = {batch} and 1 <= k <= C = {classes}"
+        )
+    if teacher_topk_indices.is_floating_point() or teacher_topk_indices.is_complex():
+        raise ValueError(f"soft_kd_topk: indices must be integer class ids, got dtype {teacher_topk_indices.dtype}")
+    dtype = _compute_dtype(student_logits, teacher_topk_logprobs)
+    index = teacher_topk_indices.long()
+    log_q = F.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
+    log_p = teacher_topk_logprobs.to(dtype)
+    p = log_p.exp()
+    # As in soft_kd: mask the log-ratio, not the product, so a zero-probability class gives neither nan nor inf.
+    total = (p * torch.where(p > 0, log_p - log_q.gather(1, index), 0.0)).sum()
+
+    if top_shape[1] < classes:
+        outside = torch.ones_like(log_q, dtype=torch.bool).scatter(1, index, False)
+        log_r_s = torch.logsumexp(torch.where(outside, log_q, float("-inf")), dim=-1)
+        log_mass_top = torch.logsumexp(log_p, dim=-1)
+        # Rounding can make the top-k sum reach 1 (log ≥ 0): the bucket is then empty, r_t = 0.
+        has_rest = log_mass_top < 0
+        safe = torch.where(has_rest, log_mass_top, -1.0)
+        r_t = torch.where(has_rest, -torch.expm1(safe), 0.0)
+        total = total + (r_t * torch.where(has_rest, _log1mexp(safe) - log_r_s, 0.0)).sum()
+    return total * (temperature**2 / max(batch, 1))
+
+
+def _check_temperature(fn: str, temperature: float) -> None:
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"{fn}: temperature must be a finite number > 0, got {temperature!r}")
 
 
 def hard_ce(student_logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from kdlab.config import MatchConfig
 from kdlab.errors import UserError
 from kdlab.losses import FEATURE_LOSSES
+from kdlab.methods.selection import Selected, gather_student
 from kdlab.taps import TapSpec
 
 
@@ -36,53 +37,64 @@ class FeatureMatcher(nn.Module):
             specs[tap_name(i)] = TapSpec(path, "attention" if match.is_attention else "hidden")
         return specs
 
-    def build_projections(self, student_feats: dict[str, Tensor], teacher_feats: dict[str, Tensor]) -> None:
-        """Create projections from the shapes of one sample batch, and reject shapes that cannot be matched."""
+    def build_projections(self, student_feats: dict[str, Tensor], teacher_widths: dict[str, int]) -> None:
+        """Create projections from the shapes of one sample batch, and reject shapes that cannot be matched.
+
+        ``teacher_widths``: per tap name, the teacher feature's width (hidden size, or heads for attention maps),
+        read from a live teacher's sample batch or from a cache's manifest.
+        """
         for i, match in enumerate(self.matches):
             key = f"distill.matches[{i}]"
-            s, t = student_feats[tap_name(i)], teacher_feats[tap_name(i)]
+            s, width = student_feats[tap_name(i)], teacher_widths[tap_name(i)]
             if match.is_attention:
-                if s.shape != t.shape:
+                if s.dim() != 4 or s.shape[1] != width:
                     raise UserError(
-                        f"attention maps differ in shape: student {tuple(s.shape)} vs teacher {tuple(t.shape)}",
+                        f"attention maps differ: student {tuple(s.shape)} vs teacher with {width} heads",
                         key=key,
                         fix="match layers with the same number of heads (heads are compared one to one)",
                     )
                 continue
-            if s.dim() < 2 or s.shape[:-1] != t.shape[:-1]:
+            if s.dim() not in (2, 3):
                 raise UserError(
-                    f"outputs cannot be compared: student {tuple(s.shape)} vs teacher {tuple(t.shape)}",
+                    f"student output {tuple(s.shape)} cannot be compared",
                     key=key,
                     fix="tap modules whose outputs are [batch, tokens, width]; see `kdlab inspect MODEL`",
                 )
-            if s.shape[-1] != t.shape[-1] and not match.projection:
+            if s.shape[-1] != width and not match.projection:
                 raise UserError(
-                    f"widths differ: student {s.shape[-1]} vs teacher {t.shape[-1]}",
+                    f"widths differ: student {s.shape[-1]} vs teacher {width}",
                     key=key,
                     fix=f"set {key}.projection: true to learn a projection, or match layers of equal width",
                 )
             if match.projection:
-                self.projections[str(i)] = nn.Linear(s.shape[-1], t.shape[-1])
+                self.projections[str(i)] = nn.Linear(s.shape[-1], width)
 
     def loss(
         self,
         active: tuple[int, ...],
         student_feats: dict[str, Tensor],
-        teacher_feats: dict[str, Tensor],
+        teacher_feats: dict[str, Selected],
         mask: Tensor,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Weighted sum of the active matches' losses, and each one's value for logging."""
+        """Weighted sum of the active matches' losses, and each one's value for logging.
+
+        The student is compared on exactly the teacher's selected tokens and dimensions (the selection is applied
+        to both sides), so dimensions the teacher's knowledge left out never pull the student towards zero.
+        """
         total = torch.zeros((), device=mask.device)
         parts: dict[str, Tensor] = {}
         for i in active:
             match = self.matches[i]
             s, t = student_feats[tap_name(i)], teacher_feats[tap_name(i)]
-            token_mask: Tensor | None = mask
-            if match.tokens == "cls":
-                s, t, token_mask = s[:, :1], t[:, :1], None
-            if str(i) in self.projections:
-                s = self.projections[str(i)](s)
-            value = FEATURE_LOSSES[match.loss](s, t, token_mask)
+            if match.is_attention:
+                value = FEATURE_LOSSES[match.loss](s, t.values, mask)
+            else:
+                if s.dim() == 2:  # one vector per example, as on the teacher side
+                    s = s.unsqueeze(1)
+                # nn.ModuleDict has no .get()
+                projection = self.projections[str(i)] if str(i) in self.projections else None  # noqa: SIM401
+                s_selected = gather_student(t, s, projection)
+                value = FEATURE_LOSSES[match.loss](s_selected, t.values, t.token_mask)
             total = total + match.weight * value
             parts[f"{tap_name(i)}_{match.loss}"] = value.detach()
         return total, parts

@@ -1,6 +1,7 @@
 """The per-step objective of a stage: the logit term (teacher vs gold, mixed by alpha) plus the active matches.
 
 Classification:  L_logits = (1 - alpha) * CE(y, p_s) + alpha * [ T^2 KL(p_t^T || p_s^T)   (logit_loss: kl)
+                                                                 | top-k KL, see soft_kd_topk (logit_topk: k)
                                                                  | mean (z_s - z_t)^2        (logit_loss: mse) ]
 Regression:      L_logits = (1 - alpha) * MSE(s, y) + alpha * MSE(s, t)
 Stage total:     L = [L_logits if the stage uses logits] + sum_{active matches m} w_m * loss_m(student_m, teacher_m)
@@ -9,14 +10,18 @@ Stage total:     L = [L_logits if the stage uses logits] + sum_{active matches m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from kdlab.config import DistillConfig
-from kdlab.losses import hard_ce, logit_mse, regression_mse, soft_kd
+from kdlab.losses import hard_ce, logit_mse, regression_mse, soft_kd, soft_kd_topk
 from kdlab.methods.matches import FeatureMatcher
 from kdlab.methods.stages import Stage
+
+if TYPE_CHECKING:
+    from kdlab.engine.teacher import TeacherSignals
 
 
 @dataclass
@@ -33,6 +38,8 @@ class Objective:
         self.temperature = cfg.temperature
         self.logit_loss = cfg.logit_loss
         self.regression = regression
+        # Top-k compression only means something for a distribution over classes.
+        self.topk = cfg.logit_topk if not regression else None
 
     def needs_teacher_logits(self, stage: Stage) -> bool:
         return stage.use_logits and self.alpha > 0
@@ -46,18 +53,17 @@ class Objective:
         matcher: FeatureMatcher,
         student_logits: Tensor | None,
         student_feats: dict[str, Tensor],
-        teacher_logits: Tensor | None,
-        teacher_feats: dict[str, Tensor],
+        teacher: TeacherSignals,
         batch: dict[str, Tensor],
     ) -> StepLoss:
         total = torch.zeros((), device=batch["input_ids"].device)
         parts: dict[str, Tensor] = {}
         if stage.use_logits:
             assert student_logits is not None
-            total, parts = self._logit_term(student_logits, teacher_logits, batch.get("labels"))
+            total, parts = self._logit_term(student_logits, teacher, batch.get("labels"))
         if stage.matches:
             feature_total, feature_parts = matcher.loss(
-                stage.matches, student_feats, teacher_feats, batch["attention_mask"]
+                stage.matches, student_feats, teacher.feats, batch["attention_mask"]
             )
             total = total + feature_total
             parts.update(feature_parts)
@@ -65,7 +71,7 @@ class Objective:
         return StepLoss(total, parts)
 
     def _logit_term(
-        self, student: Tensor, teacher: Tensor | None, labels: Tensor | None
+        self, student: Tensor, signals: TeacherSignals, labels: Tensor | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         parts: dict[str, Tensor] = {}
         total = torch.zeros((), device=student.device)
@@ -76,6 +82,12 @@ class Objective:
             total = total + (1 - self.alpha) * gold
             parts["gold"] = gold.detach()
         if self.alpha > 0:
+            teacher = signals.logits
+            if signals.topk is not None:
+                kd = soft_kd_topk(student, signals.topk[0], signals.topk[1], self.temperature)
+                total = total + self.alpha * kd
+                parts["kd"] = kd.detach()
+                return total, parts
             assert teacher is not None
             if self.regression:
                 kd = regression_mse(student, teacher.reshape(-1).float())

@@ -191,11 +191,13 @@ def bilstm_from_teacher(
     num_layers: int = 1,
     dropout: float = 0.1,
     freeze_embeddings: bool = False,
+    embedding_weight: torch.Tensor | None = None,
 ) -> BiLSTMForSequenceClassification:
     """Build a BiLSTM student whose embedding matrix is a copy of the teacher's input word embeddings.
 
     The student reuses the teacher's tokenizer, so its vocabulary (and ``embedding_dim``) is the teacher's;
-    copying the embeddings gives it pretrained word vectors for free. Labels (``num_labels``,
+    copying the embeddings gives it pretrained word vectors for free (``embedding_weight``, when given, is that
+    matrix read from the teacher's files, for a meta-device teacher skeleton). Labels (``num_labels``,
     ``problem_type``, ``id2label``) come from the teacher's config, so both models solve the same task.
     """
     teacher_embeddings = teacher.get_input_embeddings()
@@ -221,6 +223,7 @@ def bilstm_from_teacher(
     )
     student = BiLSTMForSequenceClassification(config)
     with torch.no_grad():
-        student.embeddings.weight.copy_(teacher_embeddings.weight.detach().to(student.embeddings.weight.dtype))
+        source = teacher_embeddings.weight if embedding_weight is None else embedding_weight
+        student.embeddings.weight.copy_(source.detach().to(student.embeddings.weight.dtype))
     student.embeddings.weight.requires_grad_(not freeze_embeddings)
     return student

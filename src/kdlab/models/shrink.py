@@ -14,10 +14,10 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from kdlab.errors import UserError
 
@@ -130,8 +130,12 @@ def shrink(
     num_attention_heads: int | None = None,
     intermediate_size: int | None = None,
     key_prefix: str = "student",
+    weights: Mapping[str, Tensor] | None = None,
 ) -> Any:
     """Build a student of the teacher's class and config keeping only ``keep_layers``.
+
+    ``weights``: read the teacher's tensors from here (by state-dict name) instead of ``teacher.state_dict()``;
+    with a meta-device teacher skeleton this builds the student without the teacher ever being loaded.
 
     Same width (hidden size, heads, intermediate size all unchanged): ALL weights are copied from the teacher,
     so keeping every layer reproduces the teacher exactly. Different width: the student is randomly
@@ -159,13 +163,13 @@ def shrink(
     width_changed = _set_width(config, hidden_size, num_attention_heads, intermediate_size, key_prefix)
     student = type(teacher)(config)
     param = next(teacher.parameters(), None)
-    if param is not None:
+    if param is not None and param.device.type != "meta":
         student.to(device=param.device, dtype=param.dtype)
 
     if width_changed:
         log.info("student width differs from the teacher's: randomly initialised, %d layers", len(layers))
     else:
-        _copy_weights(teacher, student, layer_lists, layers)
+        _copy_weights(teacher.state_dict() if weights is None else weights, student, layer_lists, layers)
     student.train(teacher.training)
     return student
 
@@ -216,13 +220,16 @@ def _set_width(
     return (hidden, heads, inter) != (t_hidden, t_heads, t_inter)
 
 
-def _copy_weights(teacher: nn.Module, student: nn.Module, layer_lists: list[str], layers: list[int]) -> None:
+# A base checkpoint (no classifier saved) leaves these to their fresh initialisation, as load_classifier does.
+_HEAD_PREFIXES = ("classifier", "score", "pre_classifier")
+
+
+def _copy_weights(t_state: Mapping[str, Tensor], student: nn.Module, layer_lists: list[str], layers: list[int]) -> None:
     """Copy the teacher's whole state dict, re-indexing layer stacks: student i <- teacher layers[i]."""
     for path in layer_lists:
         got = len(student.get_submodule(path))
         if got != len(layers):
             raise RuntimeError(f"student {path} has {got} layers after shrinking, expected {len(layers)}")
-    t_state = teacher.state_dict()
     mapped = {}
     for name in student.state_dict():
         source = name
@@ -232,5 +239,8 @@ def _copy_weights(teacher: nn.Module, student: nn.Module, layer_lists: list[str]
                 index, rest = name[len(prefix) :].split(".", 1)
                 source = f"{prefix}{layers[int(index)]}.{rest}"
                 break
-        mapped[name] = t_state[source]
-    student.load_state_dict(mapped, strict=True)
+        if source in t_state:
+            mapped[name] = t_state[source]
+        elif not name.startswith(_HEAD_PREFIXES):
+            raise KeyError(f"the teacher's weights have no {source!r} for the student's {name!r}")
+    student.load_state_dict(mapped, strict=False)

@@ -213,27 +213,16 @@ def _label_maps(id2label: Mapping[int, str] | Sequence[str] | None, num_labels: 
     return {"id2label": names, "label2id": {n: i for i, n in names.items()}}
 
 
-def load_classifier(
+def classifier_settings(
     name_or_path: str | os.PathLike[str],
     num_labels: int,
     regression: bool = False,
     attn_implementation: str = "sdpa",
     key: str = "teacher.model",
     id2label: Mapping[int, str] | Sequence[str] | None = None,
-) -> tuple[Any, Any]:
-    """Load ``AutoModelForSequenceClassification`` + its tokenizer for a task with ``num_labels`` outputs.
-
-    * A checkpoint that already has a classifier (its config ``architectures`` ends in
-      ``ForSequenceClassification``) must match the task: a different ``num_labels`` (or regression vs
-      classification) is a UserError, since silently re-initialising a fine-tuned head would throw the
-      teacher's knowledge away.
-    * A base model without a head (e.g. ``minilm``, a bare BertModel) gets a freshly initialised head; that is
-      the normal start of fine-tuning.
-
-    ``attn_implementation="eager"`` is needed when attention probabilities are tapped (sdpa does not compute
-    them). The model is returned in eval mode, as ``from_pretrained`` leaves it.
-    """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+) -> tuple[str, dict[str, Any]]:
+    """The checks and ``from_pretrained`` keyword arguments of :func:`load_classifier`, without loading weights."""
+    from transformers import AutoConfig
 
     if num_labels < 1:
         raise ValueError(f"num_labels must be >= 1, got {num_labels}")
@@ -280,6 +269,59 @@ def load_classifier(
         # saved under a base architecture) from aborting the load: re-initialised like a missing head.
         kwargs["ignore_mismatched_sizes"] = True
 
+    return path, kwargs
+
+
+def classifier_skeleton(
+    name_or_path: str | os.PathLike[str],
+    num_labels: int,
+    regression: bool = False,
+    attn_implementation: str = "sdpa",
+    key: str = "teacher.model",
+) -> Any:
+    """The classifier :func:`load_classifier` would build, on the meta device: its structure, no weights at all.
+
+    Students built from a teacher's weight files (``kdlab.models.lazy``) need the teacher's module layout but
+    must not construct or load the teacher itself.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    path, kwargs = classifier_settings(name_or_path, num_labels, regression, attn_implementation, key)
+    kwargs.pop("ignore_mismatched_sizes", None)
+    implementation = kwargs.pop("attn_implementation")
+    with quiet_transformers():
+        config = AutoConfig.from_pretrained(path, **kwargs)
+        with torch.device("meta"):
+            model = AutoModelForSequenceClassification.from_config(config, attn_implementation=implementation)
+    model.name_or_path = path
+    model.config.name_or_path = path
+    return model
+
+
+def load_classifier(
+    name_or_path: str | os.PathLike[str],
+    num_labels: int,
+    regression: bool = False,
+    attn_implementation: str = "sdpa",
+    key: str = "teacher.model",
+    id2label: Mapping[int, str] | Sequence[str] | None = None,
+) -> tuple[Any, Any]:
+    """Load ``AutoModelForSequenceClassification`` + its tokenizer for a task with ``num_labels`` outputs.
+
+    * A checkpoint that already has a classifier (its config ``architectures`` ends in
+      ``ForSequenceClassification``) must match the task: a different ``num_labels`` (or regression vs
+      classification) is a UserError, since silently re-initialising a fine-tuned head would throw the
+      teacher's knowledge away.
+    * A base model without a head (e.g. ``minilm``, a bare BertModel) gets a freshly initialised head; that is
+      the normal start of fine-tuning.
+
+    ``attn_implementation="eager"`` is needed when attention probabilities are tapped (sdpa does not compute
+    them). The model is returned in eval mode, as ``from_pretrained`` leaves it.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    path, kwargs = classifier_settings(name_or_path, num_labels, regression, attn_implementation, key, id2label)
     try:
         with quiet_transformers():
             model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
