@@ -75,14 +75,31 @@ def matches(point: tuple[tuple[int, ...], str, float]) -> list[dict]:
     return out
 
 
+def train_subset(task: str) -> str | None:
+    """A fixed training subset (the same for every seed, so that one cache covers every run), as a TSV file."""
+    count = SETTINGS[task]["train_examples"]
+    if not count:
+        return None
+    from kdlab.data import load_examples, ready_task
+
+    path = WORK / task / "hsk" / f"train-{count}.tsv"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        examples = load_examples(ready_task(task), "train", count, seed=0)
+        lines = ["sentence\tlabel", *(f"{e.text}\t{e.label}" for e in examples)]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
 def recipe(task: str, teacher_dir: Path, cache_dir: Path, point: str) -> dict:
     spec = POINTS[point]
     distill: dict = {"method": "vanilla", "temperature": 1.0, "alpha": 1.0}
     if spec is not None:
         distill.update(method="pid", stage_epochs=1, matches=matches(spec))
     task_cfg: dict = {"name": task, "max_length": 64}
-    if SETTINGS[task]["train_examples"]:
-        task_cfg["max_train_examples"] = SETTINGS[task]["train_examples"]
+    subset = train_subset(task)
+    if subset:
+        task_cfg["train"] = subset
     return {
         "task": task_cfg,
         "teacher": {"model": str(teacher_dir)},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kdlab.config import load_recipe
@@ -167,3 +169,44 @@ def test_empty_module_path_is_rejected():
     with pytest.raises(UserError) as err:
         recipe(distill={"method": "internal", "matches": [{**MATCHES[1], "teacher": ""}]})
     assert err.value.key == "distill.matches[0].teacher"
+
+
+def test_every_shipped_config_is_a_valid_recipe():
+    root = Path(__file__).parents[1]
+    configs = sorted((root / "configs").rglob("*.yaml")) + sorted((root / "src" / "kdlab" / "recipes").glob("*.yaml"))
+    assert len(configs) > 10
+    for path in configs:
+        load_recipe(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "needle"),
+    [
+        ({"tokens": "first:0"}, "distill.matches[0].tokens", "first:N"),
+        ({"tokens": "middle:3"}, "distill.matches[0].tokens", "attention_no_sep:N"),
+        ({"width": 0}, "distill.matches[0].width", "greater than 0"),
+        ({"width": 1.5}, "distill.matches[0].width", "less than or equal to 1"),
+        ({"width_mask": "magic"}, "distill.matches[0].width_mask", "importance"),
+    ],
+)
+def test_bad_selections_name_the_key(change, key, needle):
+    with pytest.raises(UserError) as err:
+        recipe(distill={"method": "internal", "matches": [{**MATCHES[1], **change}]})
+    assert err.value.key == key and needle in err.value.message
+
+
+def test_attention_maps_are_not_selected_and_topk_is_for_kl():
+    attention = {"teacher": "bert.encoder.layer.2.attention.self", "student": "bert.encoder.layer.0.attention.self"}
+    with pytest.raises(UserError, match="width: 1"):
+        recipe(distill={"method": "internal", "matches": [{**attention, "loss": "attention_kl", "width": 0.5}]})
+    with pytest.raises(UserError, match="logit_topk"):
+        recipe(distill={"method": "vanilla", "logit_loss": "mse", "logit_topk": 2})
+
+
+def test_teacher_may_be_left_out_only_for_teacher_free_training():
+    base = {k: v for k, v in BASE.items() if k != "teacher"}
+    with pytest.raises(UserError) as err:
+        load_recipe({**base, "teacher": {}})
+    assert err.value.key == "teacher.model"
+    free = load_recipe({**base, "teacher": {}, "student": {"kind": "pretrained", "model": "x"}, "cache": {"dir": "c"}})
+    assert free.teacher.model is None
