@@ -18,7 +18,8 @@ from kdlab.config import Recipe, TaskConfig
 from kdlab.data import Collator, TaskSpec, custom_task, encode, load_examples, ready_task
 from kdlab.errors import UserError
 from kdlab.methods.matches import FeatureMatcher, tap_name
-from kdlab.models import bilstm_from_teacher, load_classifier, resolve_model, shrink
+from kdlab.models import bilstm_from_teacher, load_classifier, resolve_model
+from kdlab.models.shrink import shrink_as_configured
 from kdlab.taps import FeatureTaps, TapSpec
 
 _TASK_FIELDS = ("train", "dev", "format", "header", "text", "text_pair", "label", "regression")
@@ -120,15 +121,7 @@ def build_student(recipe: Recipe, teacher: nn.Module, tokenizer: Any, spec: Task
     """The student and its tokenizer (the teacher's, except for a pretrained student with its own)."""
     cfg = recipe.student
     if cfg.kind == "shrink":
-        student = shrink(
-            teacher,
-            cfg.layers,
-            hidden_size=cfg.hidden_size,
-            num_attention_heads=cfg.num_attention_heads,
-            intermediate_size=cfg.intermediate_size,
-        )
-        student.config._attn_implementation = "eager" if attention else "sdpa"
-        return student, tokenizer
+        return shrink_as_configured(teacher, cfg, attention), tokenizer
     if cfg.kind == "bilstm":
         return bilstm_from_teacher(
             teacher, tokenizer, hidden_size=cfg.lstm_hidden_size, num_layers=cfg.lstm_layers

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from kdlab.config import StudentConfig
 from kdlab.errors import UserError
 from kdlab.models.bilstm import bilstm_from_teacher
-from kdlab.models.shrink import shrink
+from kdlab.models.shrink import shrink_as_configured
 from kdlab.models.teachers import classifier_skeleton
 
 
@@ -81,16 +81,7 @@ def student_from_teacher_files(
     )
     tensors = CheckpointTensors(skeleton.name_or_path, skeleton.base_model_prefix)
     if cfg.kind == "shrink":
-        student = shrink(
-            skeleton,
-            cfg.layers,
-            hidden_size=cfg.hidden_size,
-            num_attention_heads=cfg.num_attention_heads,
-            intermediate_size=cfg.intermediate_size,
-            weights=tensors,
-        )
-        student.config._attn_implementation = "eager" if attention else "sdpa"
-        return student.train()
+        return shrink_as_configured(skeleton, cfg, attention, weights=tensors).train()
     if cfg.kind == "bilstm":
         name = next(n for n, m in skeleton.named_modules() if m is skeleton.get_input_embeddings())
         embeddings = tensors[f"{name}.weight"]

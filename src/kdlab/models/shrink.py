@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from kdlab.config import StudentConfig
 from kdlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,22 @@ def shrink(
     else:
         _copy_weights(teacher.state_dict() if weights is None else weights, student, layer_lists, layers)
     student.train(teacher.training)
+    return student
+
+
+def shrink_as_configured(
+    teacher: Any, cfg: StudentConfig, attention: bool, weights: Mapping[str, Tensor] | None = None
+) -> Any:
+    """:func:`shrink` with the recipe's ``student`` section; eager attention only when attention is distilled."""
+    student = shrink(
+        teacher,
+        cfg.layers,
+        hidden_size=cfg.hidden_size,
+        num_attention_heads=cfg.num_attention_heads,
+        intermediate_size=cfg.intermediate_size,
+        weights=weights,
+    )
+    student.config._attn_implementation = "eager" if attention else "sdpa"
     return student
 
 
