@@ -29,8 +29,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 
+# Every benchmark, one after the other (hours on 2 CPU cores); each also runs alone: python bench/<name>.py
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) bench/internal_kd.py
+	$(PIP) install -q -c constraints.txt -e ".[bench]"
+	HF_HUB_OFFLINE=1 $(PY) bench/internal_kd.py --reuse-teacher
+	HF_HUB_OFFLINE=1 $(PY) bench/throughput.py
+	HF_HUB_OFFLINE=1 $(PY) bench/cache_speed.py
+	HF_HUB_OFFLINE=1 $(PY) bench/cache_storage.py
+	HF_HUB_OFFLINE=1 $(PY) bench/knowledge_amount.py
 
 clean:
 	rm -rf $(VENV) runs outputs

@@ -214,13 +214,16 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["sst2", "cola"], choices=sorted(SETTINGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--points", nargs="+", default=list(POINTS), choices=list(POINTS))
+    parser.add_argument("--keep", action="store_true", help="keep the other tasks' results already in the JSON")
     args = parser.parse_args()
+    previous = RESULTS / "knowledge_amount.json"
+    kept = json.loads(previous.read_text())["tasks"] if args.keep and previous.is_file() else {}
     results = {
         "benchmark": "knowledge_amount",
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
         "seeds": args.seeds,
-        "tasks": {},
+        "tasks": {task: r for task, r in kept.items() if task not in args.tasks},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     for task in args.tasks:

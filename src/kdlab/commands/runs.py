@@ -36,7 +36,12 @@ from kdlab.models import load_tokenizer, resolve_model, save_student
 from kdlab.models.lazy import student_from_teacher_files
 
 # Keys that may change between a run and its --resume (they do not change what is trained).
-_RESUMABLE_CHANGES = {("train", "max_steps"), ("train", "progress_bar"), ("output", "overwrite")}
+_RESUMABLE_CHANGES = {
+    ("train", "max_steps"),
+    ("train", "progress_bar"),
+    ("output", "overwrite"),
+    ("cache", "verify"),
+}
 
 
 @dataclass
