@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from datetime import date
 from pathlib import Path
 
 import torch
+from common import machine, summarise
 
 import kdlab
 
@@ -101,10 +101,6 @@ def measure(spec: dict) -> dict:
     start = time.perf_counter()
     kdlab.distill(spec)
     return {"epoch_s": time.perf_counter() - start, "step_s": step_seconds(Path(spec["output"]["dir"]))}
-
-
-def summarise(values: list[float]) -> dict:
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def run(repeats: int) -> dict:
@@ -182,7 +178,7 @@ def main() -> None:
     results = {
         "benchmark": "cache_speed",
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
+        "machine": machine(),
         "repeats": args.repeats,
         **run(args.repeats),
     }

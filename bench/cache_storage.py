@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
-import torch
+from common import machine, train_subset_file
 
 import kdlab
 import kdlab.commands.cache
@@ -85,17 +84,6 @@ def bytes_per_example() -> dict:
     return rows
 
 
-def subset_file(count: int) -> str:
-    from kdlab.data import load_examples, ready_task
-
-    path = WORK / f"train-{count}.tsv"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        examples = load_examples(ready_task("sst2"), "train", count, seed=0)
-        path.write_text("sentence\tlabel\n" + "".join(f"{e.text}\t{e.label}\n" for e in examples), encoding="utf-8")
-    return str(path)
-
-
 # Resident memory has two parts: anonymous (the process's own allocations) and file-backed (pages of memory-mapped
 # shards, which the kernel can drop at any time). The peak of each is sampled from /proc while training runs.
 _CHILD = """
@@ -120,7 +108,7 @@ print("PEAKS_KIB", json.dumps(peaks))
 def peak_memory(reuse: bool) -> dict:
     """Same training data (10k examples) read from a 10k-example and from a whole-training-set cache."""
     distill = {"method": "internal", "matches": [hidden(5, 1)]}
-    train_10k = subset_file(10_000)
+    train_10k = train_subset_file("sst2", 10_000, WORK)
     out = {}
     for name, cache_train in (("10k", train_10k), ("60k", None)):
         cache_spec = recipe(f"mem-{name}", distill, "float16", cache_train, None)
@@ -176,7 +164,7 @@ def main() -> None:
     results = {
         "benchmark": "cache_storage",
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
+        "machine": machine(),
         "bytes_per_example": json.loads(previous.read_text())["bytes_per_example"]
         if args.memory_only and previous.is_file()
         else bytes_per_example(),

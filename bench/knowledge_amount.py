@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from datetime import date
 from pathlib import Path
 
-import torch
+from common import machine, summarise, train_subset_file
 
 import kdlab
 
@@ -74,34 +73,15 @@ def matches(point: tuple[tuple[int, ...], str, float]) -> list[dict]:
     return out
 
 
-def train_subset(task: str) -> str | None:
-    """A fixed training subset (the same for every seed, so that one cache covers every run), as a TSV file."""
-    count = SETTINGS[task]["train_examples"]
-    if not count:
-        return None
-    from kdlab.data import load_examples, ready_task
-
-    path = WORK / task / "hsk" / f"train-{count}.tsv"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        examples = load_examples(ready_task(task), "train", count, seed=0)
-        if task == "cola":  # the GLUE CoLA layout the ready task reads: source, label, notation, sentence; no header
-            lines = [f"subset\t{e.label}\t\t{e.text}" for e in examples]
-        else:
-            lines = ["sentence\tlabel", *(f"{e.text}\t{e.label}" for e in examples)]
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
-
-
 def recipe(task: str, teacher_dir: Path, cache_dir: Path, point: str) -> dict:
     spec = POINTS[point]
     distill: dict = {"method": "vanilla", "temperature": 1.0, "alpha": 1.0}
     if spec is not None:
         distill.update(method="pid", stage_epochs=1, matches=matches(spec))
     task_cfg: dict = {"name": task, "max_length": 64}
-    subset = train_subset(task)
-    if subset:
-        task_cfg["train"] = subset
+    count = SETTINGS[task]["train_examples"]
+    if count:
+        task_cfg["train"] = train_subset_file(task, count, WORK / task / "hsk")
     return {
         "task": task_cfg,
         "teacher": {"model": str(teacher_dir)},
@@ -132,10 +112,6 @@ def teacher(task: str) -> Path:
             [f"output.dir={out}", f"train.epochs={SETTINGS[task]['teacher_epochs']}", "train.progress_bar=false"],
         )
     return out / "model"
-
-
-def summarise(values: list[float]) -> dict:
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def run_task(task: str, seeds: list[int], points: list[str]) -> dict:
@@ -221,7 +197,7 @@ def main() -> None:
     results = {
         "benchmark": "knowledge_amount",
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
+        "machine": machine(),
         "seeds": args.seeds,
         "tasks": {task: r for task, r in kept.items() if task not in args.tasks},
     }

@@ -15,7 +15,7 @@ from typing import Any
 from kdlab.commands.build import load_data, load_teacher, task_spec, teacher_widths
 from kdlab.commands.runs import make_accelerator
 from kdlab.config import Recipe
-from kdlab.engine.teacher import LiveTeacher
+from kdlab.engine.teacher import LiveTeacher, selection_spec
 from kdlab.errors import UserError
 from kdlab.knowledge.fingerprint import keys_digest
 from kdlab.knowledge.recipe import fingerprint, recipe_signals
@@ -23,6 +23,9 @@ from kdlab.knowledge.signals import Signal
 from kdlab.knowledge.store import check_target, commit, discard, tmp_dir_for
 from kdlab.knowledge.write import item_key, signal_names, unique_signals, write_shards
 from kdlab.methods import FeatureMatcher, Objective, Stage
+from kdlab.methods.matches import tap_name
+from kdlab.methods.selection import width_dims
+from kdlab.models import resolve_model
 
 
 @dataclass
@@ -97,19 +100,19 @@ def cache(recipe: Recipe, overwrite: bool = False, progress: bool = True) -> Cac
     )
     acc.wait_for_everyone()
     manifest: dict[str, Any] = {}
+    stored = unique_signals(signals)
     if acc.is_main_process:
-        described = _manifest(recipe, signals, widths, matcher, items, tokenizer, len(data.train), len(data.dev or []))
+        described = _manifest(recipe, stored, widths, matcher, items, tokenizer, len(data.train), len(data.dev or []))
         manifest = commit(tmp, target, described, overwrite=overwrite, world_size=acc.num_processes)
     acc.wait_for_everyone()
     seconds = time.perf_counter() - start
     total_bytes = sum(int(shard["bytes"]) for shard in manifest.get("shards", []))
-    stored = [s.signature for s in unique_signals(signals)]
-    return CacheSummary(target, int(manifest.get("examples", 0)), total_bytes, seconds, stored)
+    return CacheSummary(target, int(manifest.get("examples", 0)), total_bytes, seconds, [s.signature for s in stored])
 
 
 def _manifest(
     recipe: Recipe,
-    signals: list[Signal],
+    signals: list[Signal],  # one per signature
     widths: dict[str, int],
     matcher: FeatureMatcher,
     items: list[dict[str, Any]],
@@ -117,15 +120,10 @@ def _manifest(
     n_train: int,
     n_dev: int,
 ) -> dict[str, Any]:
-    from kdlab.engine.teacher import selection_spec
-    from kdlab.methods.matches import tap_name
-    from kdlab.methods.selection import width_dims
-    from kdlab.models import resolve_model
-
     teacher_path = resolve_model(recipe.teacher.model or "", key="teacher.model")
-    names = signal_names(unique_signals(signals))
+    names = signal_names(signals)
     described = {}
-    for signal in unique_signals(signals):
+    for signal in signals:
         entry: dict[str, Any] = {"name": names[signal.signature], "kind": signal.kind}
         if signal.match is not None:
             width = widths[tap_name(signal.match)]

@@ -45,7 +45,13 @@ class CachedTeacher:
         self.logits = next((s for s in signals if s.match is None), None)
         self.by_match = {s.match: s for s in signals if s.match is not None}
         self.entries = {s.signature: described[s.signature] for s in signals}
+        # Per stored signal, fixed for the whole run: which fields it has, and its shared width mask.
+        self.fields = {sig: self._fields_of(entry["name"]) for sig, entry in self.entries.items()}
+        self.shared_dims = {sig: _dims_tensor(entry.get("shared_dims")) for sig, entry in self.entries.items()}
         self.device = torch.device("cpu")
+
+    def _fields_of(self, name: str) -> list[str]:
+        return [f for f in ("values", "positions", "dims") if f"{name}.{f}" in self.store.fields]
 
     def prepare(self, device: torch.device, autocast: Autocast) -> None:
         self.device = device
@@ -61,21 +67,22 @@ class CachedTeacher:
             else:
                 out.logits = self._stack(where, f"{name}.values").float()
         for i in stage.matches:
-            entry = self.entries[self.by_match[i].signature]
-            out.feats[tap_name(i)] = self._selected(where, entry, seq_len=batch["input_ids"].shape[1])
+            signature = self.by_match[i].signature
+            out.feats[tap_name(i)] = self._selected(where, signature, seq_len=batch["input_ids"].shape[1])
         return out
 
     def _stack(self, where: np.ndarray, field: str) -> Tensor:
         return torch.stack(self.store.read(where, field)).to(self.device)
 
-    def _selected(self, where: np.ndarray, entry: dict[str, Any], seq_len: int) -> Any:
-        name = entry["name"]
-        fields = [f for f in ("values", "positions", "dims") if f"{name}.{f}" in self.store.fields]
+    def _selected(self, where: np.ndarray, signature: str, seq_len: int) -> Any:
+        name, fields = self.entries[signature]["name"], self.fields[signature]
         columns = {f: self.store.read(where, f"{name}.{f}") for f in fields}
         examples = [{f: columns[f][j] for f in fields} for j in range(len(where))]
-        shared = entry.get("shared_dims")
-        shared_dims = torch.tensor(shared, dtype=torch.long) if shared is not None else None
-        return from_examples(examples, seq_len, shared_dims, self.device)
+        return from_examples(examples, seq_len, self.shared_dims[signature], self.device)
+
+
+def _dims_tensor(dims: list[int] | None) -> Tensor | None:
+    return torch.tensor(dims, dtype=torch.long) if dims is not None else None
 
 
 def open_cache(
