@@ -246,16 +246,20 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled input: a text (or text pair) and its class id or real-valued target.
+    """One input: a text (or text pair) and its class id or real-valued target, or ``None`` when unlabelled.
+
+    ``label`` is ``None`` for inputs that have no gold label, such as augmented inputs (unlabelled pools and
+    perturbed training inputs, see :mod:`kdlab.augment`) that only the teacher labels; everything that reads
+    gold labels (the hard-label loss, metrics) must skip or refuse them.
 
     ``uid`` is the SHA-1 of the text and pair, the same on every machine and run; it keys held-out splits
     and cached teacher outputs. Identical inputs share a uid on purpose (a duplicated sentence must not land
-    in both train and dev).
+    in both train and dev). The label is not part of the uid: an input keeps its uid when its label is dropped.
     """
 
     text: str
     text_pair: str | None
-    label: int | float
+    label: int | float | None
     uid: str = ""
 
     def __post_init__(self) -> None:
@@ -514,6 +518,65 @@ def _read_examples(spec: TaskSpec, path: Path, key: str) -> list[Example]:
             )
         examples.append(Example(text=text, text_pair=pair, label=label))
     return examples
+
+
+def read_inputs(
+    path: Path,
+    *,
+    format: str | None,
+    header: bool,
+    text: Column,
+    text_pair: Column | None,
+    key: str,
+    text_key: str | None = None,
+    text_pair_key: str | None = None,
+) -> list[Example]:
+    """Read only the input columns of a file, as unlabelled examples (``label=None``), in file order.
+
+    For inputs without gold labels (unlabelled pools for teacher-labelled augmentation). Columns, formats and
+    stripping work as for a task's files (``text`` / ``text_pair``: header names, or 0-based indices without
+    a header; ``format`` ``None``: from the suffix), so a row gives the same uid here as in a labelled file.
+    Errors are :class:`UserError`: about the file they name ``key`` (e.g. ``augment.pools[0].path``), about a
+    column ``text_key`` / ``text_pair_key`` (default ``key``), so a mistake points at the setting to change.
+    """
+    path = Path(path)
+    column_keys = {"text": text_key or key, "text_pair": text_pair_key or key}
+    for field, column in (("text", text), ("text_pair", text_pair)):
+        if column is not None and not _is_column(column):
+            raise UserError(
+                f"a column is a header name or a 0-based index, got {column!r}",
+                key=column_keys[field],
+                fix='e.g. "sentence", or 0 for the first column of a file without header',
+            )
+    if text_pair is not None and text_pair == text:
+        raise UserError(
+            f"text and text_pair both name column {text!r}",
+            key=column_keys["text_pair"],
+            fix="the two texts of a pair must be different columns",
+        )
+    try:
+        fmt = detect_format(path, format, key=key)
+    except UserError as exc:
+        # detect_format blames task.format for an unknown format name; here the setting is the caller's.
+        raise UserError(exc.problem, key=key, fix=exc.fix) from None
+    rows = read_rows(path, fmt, header, key=key)
+    if not rows:
+        raise UserError(
+            f"{str(path)!r} has no data rows",
+            key=key,
+            fix="check the file; with header: true the first line is the header, not data",
+        )
+    get_text = _column_getter(rows, text, column_keys["text"], path, fmt)
+    get_pair = _column_getter(rows, text_pair, column_keys["text_pair"], path, fmt) if text_pair is not None else None
+    # Same stripping as _read_examples: the uid must not depend on which reader saw the row.
+    return [
+        Example(
+            text=get_text(row, number).strip(),
+            text_pair=get_pair(row, number).strip() if get_pair is not None else None,
+            label=None,
+        )
+        for number, row in enumerate(rows, start=1)
+    ]
 
 
 def _parse_target(raw: str, number: int, column: Column, path: Path) -> float:
