@@ -55,10 +55,15 @@ class TeacherConfig(_Section):
         description="local folder, hub name, or the alias 'minilm'; may be left out when training from cache.dir "
         "with a pretrained student (nothing of the teacher is needed then)",
     )
+    label_once: bool | None = Field(
+        None,
+        description="run the teacher once over the training data before training instead of at every step "
+        "(outputs-only recipes); default: on for students with their own vocabulary and for augmented data",
+    )
 
 
 class StudentConfig(_Section):
-    kind: Literal["shrink", "bilstm", "pretrained"] = "shrink"
+    kind: Literal["shrink", "bilstm", "birnn", "pretrained"] = "shrink"
     layers: list[int] | str = Field("uniform:2", description="teacher layers kept by 'shrink'")
     hidden_size: int | None = Field(None, gt=0)
     num_attention_heads: int | None = Field(None, gt=0)
@@ -66,12 +71,34 @@ class StudentConfig(_Section):
     model: str | None = Field(None, description="for kind 'pretrained': the student's folder or hub name")
     lstm_hidden_size: int = Field(300, gt=0)
     lstm_layers: int = Field(1, gt=0)
+    vocab: Literal["teacher", "own"] | None = Field(
+        None,
+        description="bilstm/birnn: read the teacher's tokenization ('teacher', bilstm default) or a word vocabulary "
+        "built from the training data ('own', birnn default); only outputs can be matched with 'own'",
+    )
+    vocab_max_size: int = Field(30000, gt=0, description="own vocabulary: most frequent words kept (per side)")
+    vocab_min_freq: int = Field(1, gt=0, description="own vocabulary: words seen fewer times become [UNK]")
+    lowercase: bool = Field(True, description="own vocabulary: lowercase before splitting into words")
+    embedding_dim: int | None = Field(
+        None, gt=0, description="own vocabulary: word embedding size (default 50 for birnn, 300 for bilstm)"
+    )
+    rnn_hidden_size: int = Field(50, gt=0, description="birnn: GRU hidden size per direction")
+    dropout: float | None = Field(None, ge=0, lt=1, description="birnn default 0.5, bilstm default 0.1")
 
     @model_validator(mode="after")
     def _pretrained_needs_model(self) -> StudentConfig:
         if self.kind == "pretrained" and not self.model:
             raise ValueError("student.kind 'pretrained' needs student.model (a folder or hub name)")
+        if self.vocab is not None and self.kind not in ("bilstm", "birnn"):
+            raise ValueError(f"student.vocab applies to bilstm and birnn students, not {self.kind!r}")
         return self
+
+    @property
+    def own_vocab(self) -> bool:
+        """Whether the student reads its own word tokenization (and the teacher its own, of the same text)."""
+        if self.kind == "birnn":
+            return self.vocab != "teacher"
+        return self.kind == "bilstm" and self.vocab == "own"
 
 
 class MatchConfig(_Section):
@@ -207,6 +234,71 @@ class CacheConfig(_Section):
     verify: bool = Field(True, description="check every shard's sha256 before training")
 
 
+TextField = Literal["text", "text_pair"]
+
+
+class PerturbConfig(_Section):
+    """Tang et al. (2019) style perturbations of training inputs; each word gets at most one of mask / replace /
+    delete (one draw per word), then swaps, then n-gram sampling of the whole variant."""
+
+    copies: int = Field(0, ge=0, description="perturbed variants per training example (Tang et al.'s n_iter; 0: off)")
+    mask: float = Field(0.1, ge=0, le=1, description="per word: replace by the teacher's mask token")
+    replace: float = Field(0.1, ge=0, le=1, description="per word: replace by a word drawn by training frequency")
+    delete: float = Field(0.0, ge=0, le=1, description="per word: delete it")
+    swap: float = Field(0.0, ge=0, le=1, description="per word: swap it with its right neighbour")
+    ngram: float = Field(0.25, ge=0, le=1, description="per variant: keep only a random n-gram of each field")
+    ngram_max: int = Field(5, gt=0, description="n-gram sampling draws n uniformly from 1..ngram_max")
+    fields: list[TextField] | None = Field(
+        None, description="which text fields are perturbed (default: all); e.g. [text_pair] = the translation only"
+    )
+
+    @model_validator(mode="after")
+    def _one_draw_per_word(self) -> PerturbConfig:
+        if self.mask + self.replace + self.delete > 1:
+            raise ValueError("mask + replace + delete is a probability per word and must not exceed 1")
+        return self
+
+
+class PoolConfig(_Section):
+    """Unlabelled inputs: a split of a ready task, or a file with the column mapping of task.* (labels unused)."""
+
+    task: str | None = Field(None, description="a ready task whose split is used (its labels are ignored)")
+    split: Literal["train", "dev"] = "train"
+    path: str | None = Field(None, description="a TSV/CSV/JSONL file of inputs")
+    format: Literal["tsv", "csv", "jsonl"] | None = None
+    header: bool = True
+    text: str | int | None = Field(None, description="column of the text (default: the task's)")
+    text_pair: str | int | None = Field(None, description="column of the second text (default: the task's)")
+    max_examples: int | None = Field(None, gt=0, description="keep a random subset of this size")
+
+    @model_validator(mode="after")
+    def _task_or_path(self) -> PoolConfig:
+        if (self.task is None) == (self.path is None):
+            raise ValueError("a pool is either a ready task (task: name) or a file (path: ...), not both or neither")
+        return self
+
+
+class AugmentConfig(_Section):
+    """Extra training inputs labelled only by the teacher: unlabelled pools and perturbed training inputs."""
+
+    pools: list[PoolConfig] = Field(default_factory=list)
+    perturb: PerturbConfig = Field(default_factory=PerturbConfig)
+    filter: Literal["none", "match_teacher"] = Field(
+        "none",
+        description="match_teacher: keep augmented inputs so that their teacher outputs are distributed "
+        "like the teacher's outputs on the original training data",
+    )
+    filter_bins: int = Field(10, gt=1, description="match_teacher: quantile bins of a regression teacher's scores")
+    max_examples: int | None = Field(None, gt=0, description="augmented examples kept in all (after the filter)")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _some_source(self) -> AugmentConfig:
+        if not self.pools and self.perturb.copies == 0:
+            raise ValueError("augment needs pools or perturb.copies > 0")
+        return self
+
+
 class OutputConfig(_Section):
     dir: str = "runs/kdlab"
     overwrite: bool = False
@@ -219,6 +311,7 @@ class Recipe(_Section):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    augment: AugmentConfig | None = None
     output: OutputConfig = Field(default_factory=OutputConfig)
 
 

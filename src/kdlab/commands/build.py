@@ -14,11 +14,28 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlab.config import Recipe, TaskConfig
-from kdlab.data import Collator, TaskSpec, custom_task, encode, load_examples, ready_task
+from kdlab.config import Recipe, StudentConfig, TaskConfig
+from kdlab.data import (
+    Collator,
+    Example,
+    TaskSpec,
+    custom_task,
+    encode,
+    load_examples,
+    ready_task,
+    student_inputs,
+    teacher_inputs,
+)
 from kdlab.errors import UserError
 from kdlab.methods.matches import FeatureMatcher, tap_name
-from kdlab.models import bilstm_from_teacher, load_classifier, resolve_model
+from kdlab.models import (
+    bilstm_for_vocab,
+    bilstm_from_teacher,
+    birnn_for_vocab,
+    build_word_tokenizer,
+    load_classifier,
+    resolve_model,
+)
 from kdlab.models.shrink import shrink_as_configured
 from kdlab.taps import FeatureTaps, TapSpec
 
@@ -70,11 +87,69 @@ def load_data(spec: TaskSpec, cfg: TaskConfig, tokenizer: Any, seed: int, need_t
     dev = load_examples(spec, "dev", cfg.max_dev_examples, seed) if spec.dev or spec.dev_fraction else None
     if need_train and not train:
         raise UserError("the training split is empty", key="task.train", fix="point task.train at a non-empty file")
+    return encode_data(train, dev, spec, cfg, tokenizer)
+
+
+def encode_data(
+    train: list[Example],
+    dev: list[Example] | None,
+    spec: TaskSpec,
+    cfg: TaskConfig,
+    tokenizer: Any,
+    teacher_tokenizer: Any = None,
+) -> Data:
+    """Tokenised splits and their collator; with ``teacher_tokenizer``, items also hold the teacher's view."""
+    teacher_pad = teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None
     return Data(
-        train=encode(train, tokenizer, cfg.max_length),
-        dev=encode(dev, tokenizer, cfg.max_length) if dev else None,
-        collate=Collator(tokenizer.pad_token_id or 0, spec.regression),
+        train=encode(train, tokenizer, cfg.max_length, teacher_tokenizer),
+        dev=encode(dev, tokenizer, cfg.max_length, teacher_tokenizer) if dev else None,
+        collate=Collator(tokenizer.pad_token_id or 0, spec.regression, teacher_pad),
     )
+
+
+def own_vocab_tokenizer(cfg: StudentConfig, examples: list[Example], specials: list[str]) -> Any:
+    """A word vocabulary built from the training inputs (train + augmented), source and target sides apart."""
+    pairs = [e.text_pair or "" for e in examples] if examples and examples[0].text_pair is not None else None
+    return build_word_tokenizer(
+        [e.text for e in examples],
+        pairs,
+        max_size=cfg.vocab_max_size,
+        min_freq=cfg.vocab_min_freq,
+        lowercase=cfg.lowercase,
+        extra_specials=tuple(specials),
+    )
+
+
+def own_vocab_student(cfg: StudentConfig, spec: TaskSpec, tokenizer: Any, items: list[dict[str, Any]]) -> nn.Module:
+    """A randomly initialised BiRNN / BiLSTM on its own vocabulary (``items``: its encoded training data)."""
+    labels = _label_settings(spec)
+    if cfg.kind == "birnn":
+        return birnn_for_vocab(
+            tokenizer,
+            items,
+            embedding_dim=cfg.embedding_dim or 50,
+            hidden_size=cfg.rnn_hidden_size,
+            dropout=0.5 if cfg.dropout is None else cfg.dropout,
+            **labels,
+        )
+    return bilstm_for_vocab(
+        tokenizer,
+        embedding_dim=cfg.embedding_dim or 300,
+        hidden_size=cfg.lstm_hidden_size,
+        num_layers=cfg.lstm_layers,
+        dropout=0.1 if cfg.dropout is None else cfg.dropout,
+        **labels,
+    )
+
+
+def _label_settings(spec: TaskSpec) -> dict[str, Any]:
+    names = spec.label_names if not spec.regression and spec.label_names else None
+    return {
+        "num_labels": spec.num_labels,
+        "problem_type": "regression" if spec.regression else "single_label_classification",
+        "id2label": dict(enumerate(names)) if names else None,
+        "label2id": {name: i for i, name in enumerate(names)} if names else None,
+    }
 
 
 def load_teacher(recipe: Recipe, spec: TaskSpec, attention: bool) -> tuple[nn.Module, Any]:
@@ -152,7 +227,7 @@ def teacher_widths(matcher: FeatureMatcher, teacher: nn.Module, sample: dict[str
     if not specs:
         return {}
     with torch.no_grad():
-        found, _ = FeatureTaps(teacher, specs, key_prefix="distill.matches")(**_inputs(sample))
+        found, _ = FeatureTaps(teacher, specs, key_prefix="distill.matches")(**teacher_inputs(sample))
     widths = {}
     for i in every:
         value = found[f"[{i}].teacher"]
@@ -171,13 +246,9 @@ def check_matches(
         f"[{i}].student": spec for i, spec in zip(every, matcher.tap_specs("student", every).values(), strict=True)
     }
     with torch.no_grad():
-        found, _ = FeatureTaps(student, specs, key_prefix="distill.matches")(**_inputs(sample))
+        found, _ = FeatureTaps(student, specs, key_prefix="distill.matches")(**student_inputs(sample))
     matcher.build_projections({tap_name(i): found[f"[{i}].student"] for i in every}, widths)
     _no_dropout_on_matched_attention(matcher, student)
-
-
-def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in batch.items() if k != "labels"}
 
 
 def _no_dropout_on_matched_attention(matcher: FeatureMatcher, student: nn.Module) -> None:

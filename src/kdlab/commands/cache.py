@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdlab.commands.build import load_data, load_teacher, task_spec, teacher_widths
+from kdlab.commands.build import encode_data, load_teacher, task_spec, teacher_widths
 from kdlab.commands.runs import make_accelerator
+from kdlab.commands.training_set import augmentation_candidates, check_augment, load_splits
 from kdlab.config import Recipe
 from kdlab.engine.teacher import LiveTeacher, selection_spec
 from kdlab.errors import UserError
@@ -61,8 +62,12 @@ def cache(recipe: Recipe, overwrite: bool = False, progress: bool = True) -> Cac
     target = check_recipe(recipe, overwrite)
     cfg = recipe.distill
     spec = task_spec(recipe.task)
+    check_augment(recipe)
     teacher, tokenizer = load_teacher(recipe, spec, cfg.uses_attention)
-    data = load_data(spec, recipe.task, tokenizer, recipe.train.seed)
+    splits = load_splits(spec, recipe.task, recipe.train.seed)
+    # Every augmentation candidate is cached (the filter, if any, picks among them when training).
+    splits = augmentation_candidates(recipe, spec, splits, tokenizer.mask_token)
+    data = encode_data(splits.training, splits.dev, spec, recipe.task, tokenizer)
     matcher = FeatureMatcher(cfg.matches)
     widths = teacher_widths(matcher, teacher, data.collate(data.train[:2]))
     objective = Objective(cfg, spec.regression)

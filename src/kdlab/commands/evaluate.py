@@ -9,6 +9,7 @@ import torch
 
 from kdlab.commands.build import check_max_length, load_data, task_spec
 from kdlab.config import Recipe
+from kdlab.data import student_inputs
 from kdlab.engine.evaluation import evaluate as evaluate_items
 from kdlab.errors import UserError
 from kdlab.models import load_classifier, resolve_model
@@ -59,5 +60,5 @@ def evaluate(recipe: Recipe, model: str | None = None) -> Evaluation:
         spec.num_labels,
     )
     sample = data.collate(data.dev[:LATENCY_BATCH])
-    median, std = latency_ms(net, {k: v for k, v in sample.items() if k != "labels"})
+    median, std = latency_ms(net, student_inputs(sample))
     return Evaluation(path, metrics, parameter_count(net), median, std, min(LATENCY_BATCH, len(data.dev)))

@@ -15,24 +15,35 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch import nn
 
 from kdlab.commands.build import (
+    Data,
     build_student,
     check_matches,
     clear_output,
+    encode_data,
     load_data,
     load_student,
     load_teacher,
+    own_vocab_student,
+    own_vocab_tokenizer,
     prepare_output,
     task_spec,
-    teacher_widths,
+)
+from kdlab.commands.teacher_side import TeacherSide, check_teacher_use, open_teacher
+from kdlab.commands.training_set import (
+    Splits,
+    augmentation_candidates,
+    check_augment,
+    describe,
+    keep_augmented,
+    load_splits,
 )
 from kdlab.config import Recipe, TrainConfig, recipe_to_yaml
-from kdlab.engine.teacher import LiveTeacher, TeacherSource
+from kdlab.engine.teacher import TeacherSource
 from kdlab.engine.trainer import Job, Trainer, TrainResult
 from kdlab.errors import UserError
 from kdlab.io import atomic_write_text
-from kdlab.knowledge.source import open_cache
 from kdlab.methods import FeatureMatcher, Objective, Stage, build_stages
-from kdlab.models import load_tokenizer, resolve_model, save_student
+from kdlab.models import save_student
 from kdlab.models.lazy import student_from_teacher_files
 
 # Keys that may change between a run and its --resume (they do not change what is trained).
@@ -67,6 +78,12 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
 
 def finetune(recipe: Recipe, resume: bool = False) -> RunSummary:
     """Train ``teacher.model`` on the task's gold labels (users rarely have a fine-tuned teacher ready)."""
+    if recipe.augment is not None:
+        raise UserError(
+            "augment adds inputs without gold labels; finetune trains on gold labels only",
+            key="augment",
+            fix="remove the augment section (it belongs in a distill recipe)",
+        )
     if "distill" in recipe.model_fields_set or "student" in recipe.model_fields_set:
         raise UserError(
             "finetune trains one model on gold labels; it has no student or distill section",
@@ -85,60 +102,59 @@ def finetune(recipe: Recipe, resume: bool = False) -> RunSummary:
 
 
 def distill(recipe: Recipe, resume: bool = False) -> RunSummary:
-    """Distil the teacher (live, or its knowledge stored in ``cache.dir``) into the recipe's student."""
+    """Distil the teacher (live, labelled once, or its knowledge stored in ``cache.dir``) into the recipe's student."""
     cfg = recipe.distill
     set_seed(recipe.train.seed)
     spec = task_spec(recipe.task)
+    check_teacher_use(recipe)
+    check_augment(recipe)
     matcher = FeatureMatcher(cfg.matches)
     objective = Objective(cfg, spec.regression)
-    if recipe.cache.dir is not None and cfg.method != "none":
-        student, tokenizer, data, teacher, widths = _from_cache(recipe, spec, matcher, objective)
-    else:
-        student, tokenizer, data, teacher, widths = _from_live_teacher(recipe, spec, matcher, objective)
+    side = open_teacher(recipe, spec, matcher, objective)
+    splits = load_splits(spec, recipe.task, recipe.train.seed)
+    splits = augmentation_candidates(recipe, spec, splits, side.mask_token)
+    splits = keep_augmented(recipe, spec, splits, side.scores)
+    student, tokenizer, data = _student_and_data(recipe, spec, side, splits)
     if cfg.stage_until == "plateau" and cfg.method in ("pid", "sid") and not data.dev:
         raise UserError(
             "stage_until: plateau needs a dev split to watch",
             key="distill.stage_until",
             fix="give task.dev, or use stage_until: epochs",
         )
+    source, widths = side.source(matcher, objective, data, splits.training)
     set_seed(recipe.train.seed)  # the projections' initialisation, whatever the teacher source drew before
     check_matches(matcher, widths, student, data.collate(data.train[:2]))
     stages = build_stages(cfg, recipe.train.epochs, [name for name, _ in student.named_modules()])
     out = _claim_output(recipe, resume)
-    source = teacher if cfg.method != "none" else None
     job = _job(recipe, spec, data, student, tokenizer, source, matcher, objective, stages, out, "student")
-    return RunSummary(out, out / "student", Trainer(job, make_accelerator(recipe.train)).fit(resume))
+    result = Trainer(job, make_accelerator(recipe.train)).fit(resume)
+    return RunSummary(out, out / "student", result, describe(splits))
 
 
-def _from_live_teacher(recipe: Recipe, spec: Any, matcher: FeatureMatcher, objective: Objective) -> tuple:
-    cfg = recipe.distill
-    teacher, tokenizer = load_teacher(recipe, spec, cfg.uses_attention)
-    # Re-seeded so that a randomly initialised student does not depend on what loading the teacher drew.
-    set_seed(recipe.train.seed)
-    student, tokenizer = build_student(recipe, teacher, tokenizer, spec, cfg.student_uses_attention)
-    data = load_data(spec, recipe.task, tokenizer, recipe.train.seed)
-    widths = teacher_widths(matcher, teacher, data.collate(data.train[:2]))
-    live = LiveTeacher(teacher, matcher, objective, tokenizer.sep_token_id)
-    return student, tokenizer, data, live, widths
+def _student_and_data(recipe: Recipe, spec: Any, side: TeacherSide, splits: Splits) -> tuple[nn.Module, Any, Data]:
+    """The student, the tokenizer it reads, and the encoded data (with the teacher's view for own vocabularies).
 
-
-def _from_cache(recipe: Recipe, spec: Any, matcher: FeatureMatcher, objective: Objective) -> tuple:
-    """Student, data and teacher knowledge without constructing or loading the teacher model."""
+    The seed is reset right before the student is built, so a randomly initialised student is the same however
+    the teacher was obtained (live, from files, from a cache).
+    """
+    cfg = recipe.student
+    if cfg.own_vocab:
+        specials = [side.mask_token] if side.mask_token else []
+        tokenizer = own_vocab_tokenizer(cfg, splits.training, specials)
+        data = encode_data(splits.training, splits.dev, spec, recipe.task, tokenizer, side.tokenizer)
+        set_seed(recipe.train.seed)
+        return own_vocab_student(cfg, spec, tokenizer, data.train), tokenizer, data
     attention = recipe.distill.student_uses_attention
-    teacher_path = resolve_model(recipe.teacher.model, key="teacher.model") if recipe.teacher.model else None
-    set_seed(recipe.train.seed)  # as in _from_live_teacher, so both give the same student
-    if recipe.student.kind == "pretrained":
+    set_seed(recipe.train.seed)
+    if cfg.kind == "pretrained" and side.model is None:
         student, tokenizer = load_student(recipe, spec, attention)
+    elif side.model is not None:
+        student, tokenizer = build_student(recipe, side.model, side.tokenizer, spec, attention)
     else:
-        assert teacher_path is not None  # the recipe schema requires teacher.model for these students
-        tokenizer = load_tokenizer(teacher_path, key="teacher.model")
-        student = student_from_teacher_files(
-            teacher_path, recipe.student, spec.num_labels, spec.regression, tokenizer, attention
-        )
-    data = load_data(spec, recipe.task, tokenizer, recipe.train.seed)
-    splits = {"train": data.train, "dev": data.dev or []}
-    source, widths = open_cache(recipe, matcher, objective, tokenizer, splits, teacher_path)
-    return student, tokenizer, data, source, widths
+        assert side.path is not None  # the recipe schema requires teacher.model for these students
+        tokenizer = side.tokenizer
+        student = student_from_teacher_files(side.path, cfg, spec.num_labels, spec.regression, tokenizer, attention)
+    return student, tokenizer, encode_data(splits.training, splits.dev, spec, recipe.task, tokenizer)
 
 
 def _job(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kdlab.data.batching import EpochBatches, padded_tokens
-from kdlab.data.encoding import Collator, encode
+from kdlab.data.encoding import IGNORE_LABEL, Collator, encode, student_inputs, teacher_inputs
 from kdlab.data.readers import FORMATS, detect_format, read_rows
 from kdlab.data.tasks import (
     DATA_ROOT_ENV,
@@ -22,6 +22,7 @@ from kdlab.data.tasks import (
 __all__ = [
     "DATA_ROOT_ENV",
     "FORMATS",
+    "IGNORE_LABEL",
     "MLQE_PAIRS",
     "TASKS",
     "Collator",
@@ -38,4 +39,6 @@ __all__ = [
     "padded_tokens",
     "read_rows",
     "ready_task",
+    "student_inputs",
+    "teacher_inputs",
 ]

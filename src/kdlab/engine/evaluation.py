@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdlab.data.encoding import student_inputs
 from kdlab.metrics import compute_metrics
 
 
@@ -31,7 +32,7 @@ def predict(
     predictions: list[Any] = [None] * len(items)
     for indices in length_sorted_batches(items, batch_size):
         batch = collate([items[i] for i in indices])
-        inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        inputs = {k: v.to(device) for k, v in student_inputs(batch).items()}
         logits = model(**inputs).logits.float()
         values = logits.reshape(-1).tolist() if regression else logits.argmax(-1).tolist()
         for i, value in zip(indices, values, strict=True):

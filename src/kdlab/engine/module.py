@@ -11,15 +11,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from kdlab.data.encoding import student_inputs
 from kdlab.engine.teacher import TeacherSignals
 from kdlab.methods.matches import FeatureMatcher
 from kdlab.methods.objective import Objective
 from kdlab.methods.stages import Stage
 from kdlab.taps import FeatureTaps
-
-
-def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {k: v for k, v in batch.items() if k != "labels"}
 
 
 class DistillModule(nn.Module):
@@ -41,7 +38,7 @@ class DistillModule(nn.Module):
         taps: FeatureTaps,
         teacher: TeacherSignals,
     ) -> tuple[Tensor, dict[str, Any]]:
-        feats, output = taps(**model_inputs(batch))
+        feats, output = taps(**student_inputs(batch))
         logits = output.logits if output is not None else None
         step = self.objective(stage, self.matcher, logits, feats, teacher, batch)
         return step.total, step.parts

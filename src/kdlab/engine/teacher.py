@@ -18,6 +18,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from kdlab.data.encoding import teacher_inputs
+from kdlab.engine.evaluation import length_sorted_batches
 from kdlab.losses import teacher_topk
 from kdlab.methods.matches import FeatureMatcher, tap_name
 from kdlab.methods.objective import Objective
@@ -148,11 +150,61 @@ class LiveTeacher:
         taps = self.taps(stage)
         if taps is None:
             return TeacherSignals()
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        inputs = teacher_inputs(batch)
         with torch.inference_mode(), self.autocast():
             feats, output = taps(**inputs)
             logits = output.logits if output is not None else None
             signals = teacher_signals(
-                self.matcher, self.objective, stage.matches, feats, logits, batch, self.sep_token_id
+                self.matcher, self.objective, stage.matches, feats, logits, inputs, self.sep_token_id
             )
         return _detached(signals)
+
+
+@torch.inference_mode()
+def label_outputs(
+    model: nn.Module,
+    items: Sequence[dict[str, Any]],
+    collate: Callable[[list[dict[str, Any]]], dict[str, Tensor]],
+    batch_size: int,
+    device: torch.device,
+) -> Tensor:
+    """The teacher's logits for every item, in item order, computed once (length-sorted batches, no grad).
+
+    The teacher reads its own view of each item (``teacher_inputs``), so this also labels the items of a
+    student that has another tokenizer.
+    """
+    model.to(device).eval()
+    rows: list[Tensor | None] = [None] * len(items)
+    for indices in length_sorted_batches(items, batch_size):
+        batch = collate([items[i] for i in indices])
+        inputs = {k: v.to(device) for k, v in teacher_inputs(batch).items()}
+        logits = model(**inputs).logits.float().cpu()
+        for row, i in enumerate(indices):
+            rows[i] = logits[row]
+    if not rows:
+        return torch.zeros(0, 0)
+    return torch.stack(rows)  # type: ignore[arg-type]
+
+
+class FixedOutputs:
+    """Teacher outputs computed once before training (``teacher.label_once``), read by item index.
+
+    For a recipe that only matches outputs, labelling every example once replaces one teacher forward per
+    example *per epoch* (Gajbhiye et al. train QE students for 50 epochs on precomputed teacher scores).
+    """
+
+    def __init__(self, logits: dict[str, Tensor], objective: Objective) -> None:
+        self.logits = logits
+        self.objective = objective
+        self.device = torch.device("cpu")
+
+    def prepare(self, device: torch.device, autocast: Autocast) -> None:
+        self.device = device
+
+    def signals(self, stage: Stage, batch: dict[str, Tensor], indices: Sequence[int], split: str) -> TeacherSignals:
+        if not self.objective.needs_teacher_logits(stage):
+            return TeacherSignals()
+        logits = self.logits[split][torch.as_tensor(list(indices), dtype=torch.long)].to(self.device)
+        if self.objective.topk is not None:
+            return TeacherSignals(topk=teacher_topk(logits, self.objective.topk, self.objective.temperature))
+        return TeacherSignals(logits=logits)

@@ -50,6 +50,25 @@ class CachedTeacher:
         self.shared_dims = {sig: _dims_tensor(entry.get("shared_dims")) for sig, entry in self.entries.items()}
         self.device = torch.device("cpu")
 
+    def bind(self, split: str, items: list[dict[str, Any]]) -> None:
+        """Locate ``items`` in the cache (UserError when any is missing); steps of ``split`` then read them."""
+        self.locations[split] = _locate(self.store, split, items)
+
+    def scores(self, items: list[dict[str, Any]], regression: bool) -> np.ndarray:
+        """The teacher's score per item (regression value, or predicted class), e.g. to filter augmented data."""
+        if self.logits is None:
+            raise UserError(
+                "the cache holds no teacher outputs, but augment.filter needs them",
+                key="augment.filter",
+                fix="set distill.alpha above 0 (so outputs are cached) and re-run `kdlab cache`, or filter: none",
+            )
+        where = _locate(self.store, "augmented", items)
+        name = self.entries[self.logits.signature]["name"]
+        if self.logits.kind == "topk":  # the most likely class comes first
+            return torch.stack(self.store.read(where, f"{name}.indices"))[:, 0].long().numpy()
+        logits = torch.stack(self.store.read(where, f"{name}.values")).float()
+        return logits.reshape(-1).numpy() if regression else logits.argmax(-1).numpy()
+
     def _fields_of(self, name: str) -> list[str]:
         return [f for f in ("values", "positions", "dims") if f"{name}.{f}" in self.store.fields]
 
@@ -109,9 +128,11 @@ def open_cache(
         )
     if recipe.cache.verify:
         store.verify()
-    locations = {split: _locate(store, split, items) for split, items in splits.items()}
+    source = CachedTeacher(store, objective, signals, {})
+    for split, items in splits.items():
+        source.bind(split, items)
     widths = {tap_name(s.match): int(described[s.signature]["width"]) for s in signals if s.match is not None}
-    return CachedTeacher(store, objective, signals, locations), widths
+    return source, widths
 
 
 def _check_fingerprint(manifest: dict[str, Any], expected: dict[str, Any]) -> None:

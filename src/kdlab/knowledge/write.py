@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from kdlab.data.encoding import TEACHER_PREFIX
 from kdlab.engine.evaluation import length_sorted_batches
 from kdlab.engine.teacher import LiveTeacher
 from kdlab.knowledge.signals import Signal, per_example_arrays
@@ -35,6 +36,9 @@ def signal_names(signals: Sequence[Signal]) -> dict[str, str]:
 
 
 def item_key(item: dict[str, Any]) -> tuple[int, int]:
+    """The cache key of an item: the content hash of what the *teacher* reads (its own view when it has one)."""
+    if f"{TEACHER_PREFIX}input_ids" in item:
+        return example_key(item[f"{TEACHER_PREFIX}input_ids"], item.get(f"{TEACHER_PREFIX}token_type_ids"))
     return example_key(item["input_ids"], item.get("token_type_ids"))
 
 

@@ -5,6 +5,9 @@ Classification:  L_logits = (1 - alpha) * CE(y, p_s) + alpha * [ T^2 KL(p_t^T ||
                                                                  | mean (z_s - z_t)^2        (logit_loss: mse) ]
 Regression:      L_logits = (1 - alpha) * MSE(s, y) + alpha * MSE(s, t)
 Stage total:     L = [L_logits if the stage uses logits] + sum_{active matches m} w_m * loss_m(student_m, teacher_m)
+
+The gold terms average over the labelled examples of the batch only: augmented inputs carry no gold label
+(IGNORE_LABEL, or NaN for regression) and are taught by the teacher term alone.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from torch import Tensor
 
 from kdlab.config import DistillConfig
+from kdlab.data.encoding import IGNORE_LABEL
 from kdlab.losses import hard_ce, logit_mse, regression_mse, soft_kd, soft_kd_topk
 from kdlab.methods.matches import FeatureMatcher
 from kdlab.methods.stages import Stage
@@ -70,6 +74,15 @@ class Objective:
         parts["loss"] = total.detach()
         return StepLoss(total, parts)
 
+    def _gold(self, student: Tensor, labels: Tensor) -> Tensor:
+        labelled = ~torch.isnan(labels) if self.regression else labels != IGNORE_LABEL
+        if not bool(labelled.any()):
+            # A batch of teacher-labelled inputs only: a zero that keeps the graph (DDP needs every parameter used).
+            return student.sum() * 0.0
+        if not bool(labelled.all()):
+            student, labels = student[labelled], labels[labelled]
+        return regression_mse(student, labels) if self.regression else hard_ce(student, labels)
+
     def _logit_term(
         self, student: Tensor, signals: TeacherSignals, labels: Tensor | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -78,7 +91,7 @@ class Objective:
         if self.alpha < 1:
             if labels is None:
                 raise ValueError("gold labels are needed when alpha < 1")
-            gold = regression_mse(student, labels) if self.regression else hard_ce(student, labels)
+            gold = self._gold(student, labels)
             total = total + (1 - self.alpha) * gold
             parts["gold"] = gold.detach()
         if self.alpha > 0:
