@@ -182,6 +182,9 @@ def test_birnn_qe_student_on_its_own_vocabulary(tiny_regressor_dir, tmp_path, mo
     assert "prefect" in tokenizer.get_vocab() and len(tokenizer) < 2000  # its own word vocabulary
     record = _first_record(tmp_path / "qe")
     assert "kd" in record and "gold" not in record  # alpha 1: the teacher's scores only
+    evaluation = kdlab.evaluate(qe_recipe(tiny_regressor_dir, tmp_path / "qe"))  # `kdlab evaluate` reads it back
+    assert evaluation.metrics["pearson"] == pytest.approx(run.result.best_metric, abs=1e-6)
+    assert evaluation.parameters < 100_000
 
 
 @pytest.mark.slow
@@ -245,6 +248,8 @@ def test_bilstm_on_its_own_vocabulary_with_perturbed_sst2(tiny_teacher_dir, tmp_
     assert model.get_input_embeddings().num_embeddings == len(tokenizer) < 5000
     words = tokenizer(["a gorgeous , witty , seductive movie ."], return_tensors="pt")
     assert (words["input_ids"] != tokenizer.unk_token_id).sum() > 3  # its own words, not [UNK]
+    evaluation = kdlab.evaluate(spec)  # recurrent students have no attention implementation to choose
+    assert evaluation.metrics["accuracy"] == pytest.approx(run.result.best_metric)
 
 
 # ---------------------------------------------------------------------------------------------- user errors

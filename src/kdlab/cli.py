@@ -127,6 +127,13 @@ def _report_run(kind: str, run: api.RunSummary) -> None:
     best = run.result.best_metric
     metric = f", best dev {best:.4f}" if best is not None else ""
     state = "finished" if run.result.finished else "stopped at train.max_steps (continue with --resume)"
+    report = run.extra.get("augment_report")
+    if report is not None:
+        console.print(
+            f"augmentation: trained on {run.extra['augmented_examples']} teacher-labelled inputs of "
+            f"{report['from_pools']} from pools and {report['from_perturbation']} perturbed (dropped "
+            f"{report['dropped_duplicates']} duplicates, {report['dropped_overlap']} equal to a train or dev input)"
+        )
     console.print(f"{state}: {run.result.global_step} steps{metric}; {kind} saved to [bold]{run.model_dir}[/bold]")
 
 

@@ -213,6 +213,10 @@ def _label_maps(id2label: Mapping[int, str] | Sequence[str] | None, num_labels: 
     return {"id2label": names, "label2id": {n: i for i, n in names.items()}}
 
 
+#: kdlab's recurrent students: no attention, so no ``attn_implementation`` to choose.
+ATTENTION_FREE = frozenset({"kdlab-bilstm", "kdlab-birnn"})
+
+
 def classifier_settings(
     name_or_path: str | os.PathLike[str],
     num_labels: int,
@@ -256,7 +260,9 @@ def classifier_settings(
                 fix="use a model fine-tuned on this task, or a base model without a classifier (e.g. minilm)",
             )
 
-    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
+    kwargs: dict[str, Any] = {}
+    if config.model_type not in ATTENTION_FREE:  # transformers refuses the argument for models without attention
+        kwargs["attn_implementation"] = attn_implementation
     if regression:
         kwargs["problem_type"] = "regression"
     elif num_labels > 1:
@@ -289,11 +295,11 @@ def classifier_skeleton(
 
     path, kwargs = classifier_settings(name_or_path, num_labels, regression, attn_implementation, key)
     kwargs.pop("ignore_mismatched_sizes", None)
-    implementation = kwargs.pop("attn_implementation")
+    implementation = {k: kwargs.pop(k) for k in ("attn_implementation",) if k in kwargs}
     with quiet_transformers():
         config = AutoConfig.from_pretrained(path, **kwargs)
         with torch.device("meta"):
-            model = AutoModelForSequenceClassification.from_config(config, attn_implementation=implementation)
+            model = AutoModelForSequenceClassification.from_config(config, **implementation)
     model.name_or_path = path
     model.config.name_or_path = path
     return model
@@ -360,7 +366,8 @@ def load_classifier(
         raise RuntimeError(f"loaded a classifier with {model.config.num_labels} outputs, expected {num_labels}")
 
     tokenizer = load_tokenizer(path, key=key)
-    rows = model.get_input_embeddings().weight.shape[0]
+    # The ids a model accepts: config.vocab_size (the BiRNN's per-side tables are smaller than its id range).
+    rows = getattr(model.config, "vocab_size", None) or model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         raise UserError(
             f"the tokenizer in {path} has {len(tokenizer)} tokens but the model's embedding matrix only {rows} rows",
