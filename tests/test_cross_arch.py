@@ -288,3 +288,28 @@ def test_cli_augment_errors_exit_2(tiny_regressor_dir, tmp_path):
     assert done.returncode == 2, done.stderr
     assert "no-such-task" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_augmentation_composes_with_feature_matches_and_a_live_teacher(tiny_teacher_dir, tmp_path):
+    """Any recipe: a shrunk student matching hidden states sees augmented inputs through the per-step teacher."""
+    spec = {
+        "task": {"name": "sst2", "root": str(FIXTURES), "max_length": 32},
+        "teacher": {"model": str(tiny_teacher_dir)},
+        "student": {"kind": "shrink", "layers": [1, 3]},
+        "distill": {
+            "method": "internal",
+            "alpha": 0.5,
+            "matches": [{"teacher": "bert.encoder.layer.3", "student": "bert.encoder.layer.1", "loss": "mse"}],
+        },
+        "augment": {"perturb": {"copies": 1, "mask": 0.3}},
+        "train": {"epochs": 1, "batch_size": 8, "log_every_steps": 1, "progress_bar": False},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    run = kdlab.distill(spec)
+    kept = run.extra["augmented_examples"]
+    assert kept > 20
+    assert run.result.global_step == -(-(40 + kept) // 8)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r.get("split") == "train"]
+    assert all(r["match0_mse"] > 0 and r["gold"] == r["gold"] for r in train)  # gold finite: NaN labels masked
