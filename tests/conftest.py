@@ -6,7 +6,10 @@ them, or load and save elsewhere, before changing anything).
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,38 @@ def tiny_regressor_dir(tmp_path_factory: pytest.TempPathFactory, minilm_tokenize
     """Like ``tiny_teacher_dir`` with one output and ``problem_type="regression"`` (e.g. STS-B)."""
     folder = tmp_path_factory.mktemp("tiny_regressor")
     return _save_tiny_bert(folder, minilm_tokenizer, num_labels=1, problem_type="regression", seed=1)
+
+
+def load_without_kdlab(folder: Path, work: Path, tokenizer_args: str) -> dict:
+    """Load a saved student in a fresh process that never imports kdlab (plain transformers + remote code).
+
+    ``tokenizer_args`` is the source text of the tokenizer call's arguments, e.g. ``"['a b'], padding=True"``.
+    Returns the logits, whether any kdlab module was imported, the model class name and the tokenizer size.
+    """
+    script = f"""
+import json, sys
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+folder = {str(folder)!r}
+model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+# the tokenizer reads config.json too, which names remote code: trust it as well (else transformers prompts)
+tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+batch = tokenizer({tokenizer_args}, return_tensors="pt")
+with torch.no_grad():
+    logits = model(**batch).logits
+print(json.dumps({{"logits": logits.tolist(), "kdlab": any(m.startswith("kdlab") for m in sys.modules),
+                  "class": type(model).__name__, "vocab": len(tokenizer)}}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(work / "modules"))
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=work,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])

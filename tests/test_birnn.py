@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_without_kdlab
 from transformers import AutoModelForSequenceClassification
 
 from kdlab.data import Collator, Example, encode, read_rows
@@ -268,33 +266,7 @@ def test_save_and_load_with_plain_transformers(qe_model, qe_tokenizer, qe_exampl
     assert torch.allclose(logits_of(loaded, batch), expected, atol=1e-6)
 
     # a fresh process that never imports kdlab loads model and tokenizer with plain transformers
-    script = f"""
-import json, sys
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-folder = {str(target)!r}
-model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
-# the tokenizer reads config.json too, which names remote code: trust it as well (else transformers prompts)
-tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-batch = tokenizer({texts!r}, {pairs!r}, padding=True, return_tensors="pt")
-with torch.no_grad():
-    logits = model(**batch).logits
-print(json.dumps({{"logits": logits.tolist(), "kdlab": any(m.startswith("kdlab") for m in sys.modules),
-                  "class": type(model).__name__, "vocab": len(tokenizer)}}))
-"""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = load_without_kdlab(target, tmp_path, f"{texts!r}, {pairs!r}, padding=True")
     assert result["kdlab"] is False
     assert result["class"] == "BiRNNForSequenceClassification"
     assert result["vocab"] == len(qe_tokenizer)
