@@ -37,6 +37,9 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/cache_speed.py
 	HF_HUB_OFFLINE=1 $(PY) bench/cache_storage.py
 	HF_HUB_OFFLINE=1 $(PY) bench/knowledge_amount.py
+	HF_HUB_OFFLINE=1 $(PY) bench/cross_arch.py --threads 1
+	HF_HUB_OFFLINE=1 $(PY) bench/cross_arch.py --threads 1 --tasks ro-en --ablations
+	HF_HUB_OFFLINE=1 $(PY) bench/cross_arch.py --sizes-only
 
 clean:
 	rm -rf $(VENV) runs outputs
