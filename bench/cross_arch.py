@@ -33,12 +33,16 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from common import machine, summarise, train_subset_file
 
 import kdlab
 from kdlab.commands.build import load_data, task_spec
+from kdlab.commands.teacher_side import open_teacher
+from kdlab.commands.training_set import augmentation_candidates, load_splits
+from kdlab.methods import FeatureMatcher, Objective
 from kdlab.models import load_classifier
 from kdlab.profiling import latency_ms, parameter_count
 
@@ -172,6 +176,25 @@ def bench_task(task: str, seeds: list[int], epochs: int, rows: list[str]) -> dic
     return out
 
 
+def candidate_scores(task: str, epochs: int) -> dict:
+    """How the augmentation candidates' teacher scores compare with the training data's (read from the cache)."""
+    spec = qe_recipe(task, "student KD + aug", epochs) if task != "sst2" else sst2_recipe("student KD + aug", epochs)
+    spec["cache"] = {"dir": str(WORK / "cross_arch" / task / "cache")}
+    r = kdlab.recipe(spec)
+    task_def = task_spec(r.task)
+    side = open_teacher(r, task_def, FeatureMatcher([]), Objective(r.distill, task_def.regression))
+    splits = augmentation_candidates(r, task_def, load_splits(task_def, r.task, 0), side.mask_token)
+    train, candidates = side.scores(splits.train), side.scores(splits.augmented)
+    low, high = np.quantile(train, [0.1, 0.9])
+    return {
+        "train_mean": float(train.mean()),
+        "candidates_mean": float(candidates.mean()),
+        "candidates": len(candidates),
+        "share_below_train_p10": float((candidates < low).mean()),
+        "share_above_train_p90": float((candidates > high).mean()),
+    }
+
+
 def measure_sizes(task: str, res: dict, epochs: int) -> None:
     """Parameters and latency of the teacher and of the first KD student (run alone: timings need idle cores)."""
     base = sst2_recipe("student KD", epochs) if task == "sst2" else qe_recipe(task, "student KD", epochs)
@@ -226,7 +249,9 @@ def main() -> None:
     parser.add_argument("--ablations", action="store_true", help="QE: run only the augmentation ablation rows")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (training runs only)")
     parser.add_argument(
-        "--sizes-only", action="store_true", help="only measure parameters and latency of finished tasks (run alone)"
+        "--sizes-only",
+        action="store_true",
+        help="only measure parameters and latency of finished tasks (run alone), and the QE candidates' teacher scores",
     )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -236,6 +261,8 @@ def main() -> None:
         if args.sizes_only:
             res = json.loads(path.read_text())
             measure_sizes(task, res, epochs)
+            if task != "sst2":
+                res["candidate_scores"] = candidate_scores(task, epochs)
         else:
             if args.threads:
                 torch.set_num_threads(args.threads)
