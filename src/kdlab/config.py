@@ -25,11 +25,25 @@ class _Section(BaseModel):
 class TaskConfig(_Section):
     """Which data to train and evaluate on: a ready task by name, or files with a column mapping."""
 
-    name: str | None = Field(None, description="ready task: sst2, cola, rte, agnews, mlqe-<pair>, sst2-sample")
+    name: str | None = Field(
+        None,
+        description="ready task: sst2, cola, rte, agnews, mlqe-<pair>, sst2-sample, ud-ewt-upos, ud-ewt-xpos, "
+        "ud-ewt-deps",
+    )
     root: str | None = Field(None, description="folder holding the ready data sets (default ../shared/data)")
     train: str | None = None
     dev: str | None = None
-    format: Literal["tsv", "csv", "jsonl"] | None = None
+    format: Literal["tsv", "csv", "jsonl", "conllu"] | None = None
+    target: Literal["upos", "xpos", "deps"] | None = Field(
+        None, description="conllu files: what to predict (a tag column, or heads + relations for 'deps')"
+    )
+    gold_fraction: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="word tasks: keep gold labels for this share of the training sentences (chosen by content "
+        "hash, the same in every run); the teacher teaches the rest, finetune trains on the labelled share only",
+    )
     header: bool | None = None
     text: str | int | None = None
     text_pair: str | int | None = None
@@ -44,6 +58,10 @@ class TaskConfig(_Section):
 
     @model_validator(mode="after")
     def _named_or_described(self) -> TaskConfig:
+        if self.format == "conllu" or self.target is not None:
+            if self.name is None and (self.train is None or self.target is None or self.format != "conllu"):
+                raise ValueError("a treebank task needs format: conllu, task.train and task.target (upos|xpos|deps)")
+            return self
         if self.name is None and (self.train is None or self.text is None or self.label is None):
             raise ValueError("give a ready task (task.name) or files and columns (task.train, task.text, task.label)")
         return self
@@ -54,6 +72,9 @@ class TeacherConfig(_Section):
         None,
         description="local folder, hub name, or the alias 'minilm'; may be left out when training from cache.dir "
         "with a pretrained student (nothing of the teacher is needed then)",
+    )
+    head: Literal["softmax", "crf"] | None = Field(
+        None, description="tagging tasks, finetune: the tagger head put on the teacher's encoder (default softmax)"
     )
     label_once: bool | None = Field(
         None,
@@ -69,6 +90,9 @@ class StudentConfig(_Section):
     num_attention_heads: int | None = Field(None, gt=0)
     intermediate_size: int | None = Field(None, gt=0)
     model: str | None = Field(None, description="for kind 'pretrained': the student's folder or hub name")
+    head: Literal["softmax", "crf"] | None = Field(
+        None, description="tagging tasks: the student's head, per-word softmax (MaxEnt) or a linear-chain CRF"
+    )
     lstm_hidden_size: int = Field(300, gt=0)
     lstm_layers: int = Field(1, gt=0)
     vocab: Literal["teacher", "own"] | None = Field(
@@ -161,7 +185,9 @@ class MatchConfig(_Section):
 _TOKENS = re.compile(r"^(all|cls|(first|attention|attention_no_sep):[1-9]\d*)$")
 
 
-Method = Literal["none", "vanilla", "internal", "pid", "sid"]
+Method = Literal["none", "vanilla", "internal", "pid", "sid", "token", "topk", "structural"]
+WORD_METHODS = ("none", "token", "topk", "structural")
+"""Methods of word-level tasks (tagging, parsing); the others distil sentence-level outputs and features."""
 
 
 class DistillConfig(_Section):
@@ -173,6 +199,13 @@ class DistillConfig(_Section):
         None, gt=0, description="keep only the teacher's k most likely classes (+ one bucket for the rest)"
     )
     matches: list[MatchConfig] = Field(default_factory=list)
+    kbest: int = Field(5, gt=0, description="topk (word tasks): how many best teacher sequences teach the student")
+    anneal_rate: float | None = Field(
+        None,
+        ge=0,
+        description="teacher annealing (Wang et al. 2021 use 0.005): the teacher term's weight at epoch e is "
+        "alpha * max(0, 1 - anneal_rate * e); word tasks",
+    )
     stage_until: Literal["epochs", "plateau"] = "epochs"
     stage_epochs: int = Field(1, gt=0, description="epochs per layer stage (PID/SID); the cap when 'plateau'")
     plateau_patience: int = Field(1, gt=0)
@@ -182,7 +215,7 @@ class DistillConfig(_Section):
     def _matches_fit_method(self) -> DistillConfig:
         if self.method in ("internal", "pid", "sid") and not self.matches:
             raise ValueError(f"method {self.method!r} needs at least one entry in distill.matches")
-        if self.method in ("none", "vanilla") and self.matches:
+        if self.method in ("none", "vanilla", "token", "topk", "structural") and self.matches:
             raise ValueError(
                 f"method {self.method!r} ignores distill.matches; use method internal, pid or sid, or remove them"
             )
@@ -211,6 +244,12 @@ class TrainConfig(_Section):
     eval_batch_size: int = Field(128, gt=0)
     lr: float = Field(5e-5, gt=0)
     projection_lr: float = Field(1e-3, gt=0)
+    head_lr: float | None = Field(
+        None,
+        gt=0,
+        description="word tasks: learning rate of the model's task head (tagger, CRF, parser scorers) when it "
+        "should differ from lr, e.g. a fresh head on a pretrained encoder",
+    )
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
@@ -265,7 +304,17 @@ class PoolConfig(_Section):
     task: str | None = Field(None, description="a ready task whose split is used (its labels are ignored)")
     split: Literal["train", "dev"] = "train"
     path: str | None = Field(None, description="a TSV/CSV/JSONL file of inputs")
-    format: Literal["tsv", "csv", "jsonl"] | None = None
+    format: Literal["tsv", "csv", "jsonl", "conllu"] | None = None
+    target: Literal["upos", "xpos", "deps"] | None = Field(
+        None, description="conllu files: what to predict (a tag column, or heads + relations for 'deps')"
+    )
+    gold_fraction: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="word tasks: keep gold labels for this share of the training sentences (chosen by content "
+        "hash, the same in every run); the teacher teaches the rest, finetune trains on the labelled share only",
+    )
     header: bool = True
     text: str | int | None = Field(None, description="column of the text (default: the task's)")
     text_pair: str | int | None = Field(None, description="column of the second text (default: the task's)")

@@ -23,6 +23,8 @@ REGRESSION_METRICS = frozenset({"pearson", "spearman", "mae", "rmse"})
 """Metrics on real-valued predictions."""
 METRICS = CLASSIFICATION_METRICS | REGRESSION_METRICS
 """Every metric name :func:`compute_metrics` knows."""
+WORD_METRICS = frozenset({"uas", "las", "uas_punct", "las_punct"})
+"""Attachment scores of word-level parsing tasks (:mod:`kdlab.methods.word_eval` computes them)."""
 
 _LOWER_IS_BETTER = frozenset({"mae", "rmse"})
 
@@ -38,6 +40,8 @@ def _check_name(name: str, key: str) -> None:
 
 def higher_is_better(name: str) -> bool:
     """Whether a larger value of metric ``name`` is better (False for the error metrics mae and rmse)."""
+    if name in WORD_METRICS:
+        return True
     _check_name(name, "task.main_metric")
     return name not in _LOWER_IS_BETTER
 

@@ -15,7 +15,9 @@ from typing import Any
 from kdlab.commands.build import encode_data, load_teacher, task_spec, teacher_widths
 from kdlab.commands.runs import make_accelerator
 from kdlab.commands.training_set import augmentation_candidates, check_augment, load_splits
+from kdlab.commands.words import cache_words
 from kdlab.config import Recipe
+from kdlab.data.treebank import is_word_task
 from kdlab.engine.teacher import LiveTeacher, selection_spec
 from kdlab.errors import UserError
 from kdlab.knowledge.fingerprint import keys_digest
@@ -59,6 +61,8 @@ def check_recipe(recipe: Recipe, overwrite: bool) -> Path:
 
 def cache(recipe: Recipe, overwrite: bool = False, progress: bool = True) -> CacheSummary:
     """Run the teacher once over the train and dev splits and write the cache."""
+    if is_word_task(recipe.task) and recipe.cache.dir is not None:
+        return cache_words(recipe, overwrite)
     target = check_recipe(recipe, overwrite)
     cfg = recipe.distill
     spec = task_spec(recipe.task)

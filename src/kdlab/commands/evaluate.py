@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 
 from kdlab.commands.build import check_max_length, load_data, task_spec
+from kdlab.commands.words import evaluate_word_model
 from kdlab.config import Recipe
 from kdlab.data import student_inputs
+from kdlab.data.treebank import is_word_task
 from kdlab.engine.evaluation import evaluate as evaluate_items
 from kdlab.errors import UserError
 from kdlab.models import load_classifier, resolve_model
@@ -20,6 +22,8 @@ LATENCY_BATCH = 32
 
 @dataclass
 class Evaluation:
+    """Dev metrics and cost of one model (``evaluate_word_model`` builds the same record for word tasks)."""
+
     model: str
     metrics: dict[str, float]
     parameters: int
@@ -41,8 +45,10 @@ def default_model_dir(recipe: Recipe) -> Path:
 
 
 def evaluate(recipe: Recipe, model: str | None = None) -> Evaluation:
-    spec = task_spec(recipe.task)
     path = resolve_model(model, key="--model") if model else str(default_model_dir(recipe))
+    if is_word_task(recipe.task):
+        return evaluate_word_model(recipe, path)
+    spec = task_spec(recipe.task)
     net, tokenizer = load_classifier(path, spec.num_labels, regression=spec.regression, key="--model")
     check_max_length(net, recipe.task.max_length, "--model")
     data = load_data(spec, recipe.task, tokenizer, recipe.train.seed, need_train=False)

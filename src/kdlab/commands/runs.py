@@ -37,7 +37,9 @@ from kdlab.commands.training_set import (
     keep_augmented,
     load_splits,
 )
-from kdlab.config import Recipe, TrainConfig, recipe_to_yaml
+from kdlab.commands.words import distill_words, finetune_words
+from kdlab.config import WORD_METHODS, Recipe, TrainConfig, recipe_to_yaml
+from kdlab.data.treebank import is_word_task
 from kdlab.engine.teacher import TeacherSource
 from kdlab.engine.trainer import Job, Trainer, TrainResult
 from kdlab.errors import UserError
@@ -90,11 +92,14 @@ def finetune(recipe: Recipe, resume: bool = False) -> RunSummary:
             key="distill" if "distill" in recipe.model_fields_set else "student",
             fix="remove that section, or run `kdlab distill` with this recipe",
         )
+    if is_word_task(recipe.task):
+        return finetune_words(recipe, resume)
+    _check_sentence_task(recipe)
     set_seed(recipe.train.seed)
     spec = task_spec(recipe.task)
     model, tokenizer = load_teacher(recipe, spec, attention=False)
     data = load_data(spec, recipe.task, tokenizer, recipe.train.seed)
-    out = _claim_output(recipe, resume)
+    out = claim_output(recipe, resume)
     stages = [Stage("finetune", (), True, recipe.train.epochs)]
     objective = Objective(recipe.distill.model_copy(update={"method": "none"}), spec.regression)
     job = _job(recipe, spec, data, model, tokenizer, None, FeatureMatcher([]), objective, stages, out, "model")
@@ -104,6 +109,9 @@ def finetune(recipe: Recipe, resume: bool = False) -> RunSummary:
 def distill(recipe: Recipe, resume: bool = False) -> RunSummary:
     """Distil the teacher (live, labelled once, or its knowledge stored in ``cache.dir``) into the recipe's student."""
     cfg = recipe.distill
+    if is_word_task(recipe.task):
+        return distill_words(recipe, resume)
+    _check_sentence_task(recipe)
     set_seed(recipe.train.seed)
     spec = task_spec(recipe.task)
     check_teacher_use(recipe)
@@ -125,10 +133,26 @@ def distill(recipe: Recipe, resume: bool = False) -> RunSummary:
     set_seed(recipe.train.seed)  # the projections' initialisation, whatever the teacher source drew before
     check_matches(matcher, widths, student, data.collate(data.train[:2]))
     stages = build_stages(cfg, recipe.train.epochs, [name for name, _ in student.named_modules()])
-    out = _claim_output(recipe, resume)
+    out = claim_output(recipe, resume)
     job = _job(recipe, spec, data, student, tokenizer, source, matcher, objective, stages, out, "student")
     result = Trainer(job, make_accelerator(recipe.train)).fit(resume)
     return RunSummary(out, out / "student", result, describe(splits))
+
+
+def _check_sentence_task(recipe: Recipe) -> None:
+    """Settings that only word tasks (tagging, parsing) read, refused on a sentence task instead of ignored."""
+    method = recipe.distill.method
+    if method in WORD_METHODS and method != "none":
+        raise UserError(
+            f"method {method!r} is for word-level tasks (tagging, parsing)",
+            key="distill.method",
+            fix="use vanilla, internal, pid or sid for sentence tasks",
+        )
+    for key, value in (("train.head_lr", recipe.train.head_lr), ("student.head", recipe.student.head)):
+        if value is not None:
+            raise UserError(f"{key} applies to word-level tasks only", key=key, fix=f"remove {key}")
+    if recipe.teacher.head is not None:
+        raise UserError("teacher.head applies to word-level tasks only", key="teacher.head", fix="remove it")
 
 
 def _student_and_data(recipe: Recipe, spec: Any, side: TeacherSide, splits: Splits) -> tuple[nn.Module, Any, Data]:
@@ -195,7 +219,7 @@ def _job(
     )
 
 
-def _claim_output(recipe: Recipe, resume: bool) -> Path:
+def claim_output(recipe: Recipe, resume: bool) -> Path:
     """Last step before training: the output folder is cleared (or checked for resuming) and the recipe saved."""
     out = prepare_output(recipe, resume, check_busy=_is_main_process())
     recipe_file = out / "recipe.yaml"

@@ -7,6 +7,7 @@ applied inside the loss). The teacher is not part of it: it is frozen and runs b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
@@ -20,11 +21,18 @@ from kdlab.taps import FeatureTaps
 
 
 class DistillModule(nn.Module):
-    def __init__(self, student: nn.Module, matcher: FeatureMatcher, objective: Objective) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        matcher: FeatureMatcher,
+        objective: Objective,
+        model_inputs: Callable[[dict[str, Tensor]], dict[str, Tensor]] = student_inputs,
+    ) -> None:
         super().__init__()
         self.student = student
         self.matcher = matcher
         self.objective = objective
+        self.model_inputs = model_inputs
 
     def student_taps(self, stage: Stage) -> FeatureTaps:
         """Taps for the stage's matches; the forward stops after the deepest one when no logits are needed."""
@@ -38,7 +46,6 @@ class DistillModule(nn.Module):
         taps: FeatureTaps,
         teacher: TeacherSignals,
     ) -> tuple[Tensor, dict[str, Any]]:
-        feats, output = taps(**student_inputs(batch))
-        logits = output.logits if output is not None else None
-        step = self.objective(stage, self.matcher, logits, feats, teacher, batch)
+        feats, output = taps(**self.model_inputs(batch))
+        step = self.objective(stage, self.matcher, self.objective.student_view(output), feats, teacher, batch)
         return step.total, step.parts

@@ -37,6 +37,8 @@ class TeacherSignals:
     logits: Tensor | None = None
     topk: tuple[Tensor, Tensor] | None = None  # (log-probabilities at T, class indices), both [B, k]
     feats: dict[str, Selected] = field(default_factory=dict)  # by tap_name(match index)
+    # Further teacher outputs by name, e.g. a CRF tagger's "transitions" [C, C], "start" [C], "end" [C].
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
 
 class TeacherSource(Protocol):
@@ -118,7 +120,8 @@ def _detached(signals: TeacherSignals) -> TeacherSignals:
         for name, s in signals.feats.items()
     }
     topk = (signals.topk[0].clone(), signals.topk[1].clone()) if signals.topk is not None else None
-    return TeacherSignals(clone(signals.logits), topk, feats)
+    extras = {name: value.clone() for name, value in signals.extras.items()}
+    return TeacherSignals(clone(signals.logits), topk, feats, extras)
 
 
 class LiveTeacher:

@@ -28,6 +28,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from kdlab.config import TrainConfig
 from kdlab.data import EpochBatches
+from kdlab.data.encoding import student_inputs
 from kdlab.engine.checkpoint import (
     TrainState,
     latest_checkpoint,
@@ -68,6 +69,10 @@ class Job:
     plateau_patience: int = 1
     plateau_min_delta: float = 1e-3
     model_dirname: str = "student"
+    # Word-level tasks read other batch keys and score the dev set their own way (tags, heads); sentence tasks
+    # leave both None and get student_inputs and kdlab.engine.evaluation.evaluate.
+    model_inputs: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None
 
 
 @dataclass
@@ -83,7 +88,7 @@ class Trainer:
         self.job = job
         self.cfg = job.settings
         self.acc = accelerator
-        self.module = DistillModule(job.student, job.matcher, job.objective)
+        self.module = DistillModule(job.student, job.matcher, job.objective, job.model_inputs or student_inputs)
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=self.cfg.lr)
         self.module, self.optimizer = self.acc.prepare(self.module, self.optimizer)
         if job.teacher is not None:
@@ -101,13 +106,23 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _param_groups(self) -> list[dict[str, Any]]:
-        decay, no_decay = [], []
+        # A model with a task head of its own (word models) may train it at head_lr: a fresh CRF or biaffine
+        # scorer on a pretrained encoder barely moves at the encoder's learning rate.
+        head_names: set[str] = set()
+        if self.cfg.head_lr is not None and hasattr(self.job.student, "head_parameter_names"):
+            head_names = set(self.job.student.head_parameter_names())
+        decay, no_decay, head = [], [], []
         for name, param in self.job.student.named_parameters():
-            (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name else decay).append(param)
+            if name in head_names:
+                head.append(param)
+            else:
+                (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name else decay).append(param)
         groups = [
             {"params": decay, "weight_decay": self.cfg.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
+        if head:
+            groups.append({"params": head, "weight_decay": 0.0, "lr": self.cfg.head_lr})
         projections = list(self.job.matcher.parameters())
         if projections:
             groups.append({"params": projections, "weight_decay": 0.0, "lr": self.cfg.projection_lr})
@@ -150,6 +165,7 @@ class Trainer:
     def _run_epoch(self, stage: Stage, state: TrainState, scheduler: Any) -> bool:
         """Train one epoch (from ``state.batch`` on); False when ``max_steps`` stopped training."""
         global_batches = self.batches.for_epoch(state.stage * 10_000 + state.epoch)
+        self.job.objective.start_epoch(state.epoch)
         student_taps = self._unwrapped.student_taps(stage)
         self.module.train()
         meter = _Meter()
@@ -256,16 +272,7 @@ class Trainer:
             return
         if self.acc.is_main_process:
             student = self._unwrapped.student
-            metrics = evaluate(
-                student,
-                self.job.dev_items,
-                self.job.collate,
-                self.cfg.eval_batch_size,
-                self.acc.device,
-                self.job.regression,
-                self.job.metrics,
-                self.job.num_labels,
-            )
+            metrics = self._dev_metrics(student)
             self.log.log({"step": state.global_step, "stage": stage.name, "split": "dev", **metrics})
             value = metrics[self.job.main_metric]
             better = state.best_metric is None or (
@@ -276,6 +283,21 @@ class Trainer:
                 self.dev_metrics = metrics
                 self.job.save_student(student, self.job.output_dir / self.job.model_dirname)
         self.acc.wait_for_everyone()
+
+    def _dev_metrics(self, student: nn.Module) -> dict[str, float]:
+        if self.job.evaluate is not None:
+            return self.job.evaluate(student)
+        assert self.job.dev_items is not None
+        return evaluate(
+            student,
+            self.job.dev_items,
+            self.job.collate,
+            self.cfg.eval_batch_size,
+            self.acc.device,
+            self.job.regression,
+            self.job.metrics,
+            self.job.num_labels,
+        )
 
     @torch.no_grad()
     def _dev_stage_loss(self, stage: Stage) -> float:

@@ -13,7 +13,7 @@ The gold terms average over the labelled examples of the batch only: augmented i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -44,6 +44,13 @@ class Objective:
         self.regression = regression
         # Top-k compression only means something for a distribution over classes.
         self.topk = cfg.logit_topk if not regression else None
+
+    def student_view(self, output: Any) -> Tensor | None:
+        """What the loss reads from the student's model output (``None`` when the forward stopped early)."""
+        return output.logits if output is not None else None
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each epoch of a stage; the logit objective has no per-epoch schedule."""
 
     def needs_teacher_logits(self, stage: Stage) -> bool:
         return stage.use_logits and self.alpha > 0
