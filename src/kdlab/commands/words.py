@@ -188,7 +188,14 @@ def _model_to_finetune(recipe: Recipe, bank: Treebank) -> tuple[nn.Module, Any]:
     path = resolve_model(recipe.teacher.model or "", key="teacher.model")
     if _is_word_model(path):
         model, tokenizer = load_word_model(path)
-        _check_fits(isinstance(model, WordParser), bank, "teacher.model")
+        _check_fits(model.config, bank, "teacher.model")
+        head = recipe.teacher.head
+        if head is not None and head != getattr(model.config, "head", None):
+            raise UserError(
+                f"teacher.model is a trained model; its head cannot become {head!r}",
+                key="teacher.head",
+                fix="remove teacher.head to continue training the saved model, or start from an encoder (minilm)",
+            )
         return model, tokenizer
     if bank.task.parsing and recipe.teacher.head is not None:
         raise UserError("a parser has no tagger head", key="teacher.head", fix="remove teacher.head")
@@ -202,14 +209,21 @@ def _model_to_finetune(recipe: Recipe, bank: Treebank) -> tuple[nn.Module, Any]:
     return model, load_tokenizer(path, key="teacher.model")
 
 
-def _check_fits(is_parser: bool, bank: Treebank, key: str) -> None:
-    """A saved word model must predict what the task asks (a case-4 teacher may tag another column)."""
+def _check_fits(config: Any, bank: Treebank, key: str, other_column: bool = False) -> None:
+    """A saved word model must predict what the task asks; a distillation teacher may tag another column (case 4)."""
+    is_parser = config.model_type == "kdlab-word-parser"
     if is_parser != bank.task.parsing:
         kind = "parser" if is_parser else "tagger"
         raise UserError(
             f"{key} is a {kind}, but task {bank.task.name!r} predicts {bank.task.target}",
             key=key,
             fix="use a parser for ud-ewt-deps and a tagger for the tagging tasks",
+        )
+    if not is_parser and not other_column and config.field != bank.task.target:
+        raise UserError(
+            f"{key} tags {config.field}, but task {bank.task.name!r} predicts {bank.task.target}",
+            key=key,
+            fix=f"use a {bank.task.target} tagger (a tagger of another column can only teach, in kdlab distill)",
         )
 
 
@@ -288,6 +302,8 @@ def check_word_distill(recipe: Recipe) -> None:
             key="student.kind",
             fix="set student.kind: bilstm (and leave student.vocab out)",
         )
+    if student.head is not None and word_task(recipe.task).parsing:
+        raise UserError("a head-selection parser has no tagger head", key="student.head", fix="remove student.head")
     if recipe.augment is not None:
         raise UserError(
             "augment is not supported for word tasks yet (the teacher already labels every training sentence)",
@@ -314,15 +330,13 @@ def _teacher_info(recipe: Recipe, bank: Treebank) -> TeacherInfo:
     with quiet_transformers():
         config = AutoConfig.from_pretrained(path)
     teacher = TeacherInfo(path, config, load_tokenizer(path, key="teacher.model"))
-    _check_fits(teacher.parsing, bank, "teacher.model")
+    _check_fits(teacher.config, bank, "teacher.model", other_column=True)
     if bank.task.parsing and recipe.distill.method == "topk":
         raise UserError(
             "topk (k-best sequences) is a tagging baseline; parsing has token and structural",
             key="distill.method",
             fix="use method: structural or token for ud-ewt-deps",
         )
-    if bank.task.parsing and recipe.student.head is not None:
-        raise UserError("a head-selection parser has no tagger head", key="student.head", fix="remove student.head")
     return teacher
 
 
@@ -378,7 +392,7 @@ def evaluate_word_model(recipe: Recipe, path: str) -> Any:
     if not _is_word_model(path):
         raise UserError(f"{path} is not a word model (tagger or parser)", key="--model", fix="give a kdlab word model")
     model, tokenizer = load_word_model(path)
-    _check_fits(isinstance(model, WordParser), bank, "--model")
+    _check_fits(model.config, bank, "--model")
     ids = _all_label_ids(bank, _names(model.config))
     dev = _encode(bank, bank.dev, tokenizer, recipe, ids)
     collate = TokenCollator(tokenizer.pad_token_id or 0, bank.task.fields)

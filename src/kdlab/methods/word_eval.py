@@ -54,20 +54,30 @@ def word_metrics(
     if len(predictions) != len(gold):
         raise ValueError(f"{len(predictions)} predicted sentences for {len(gold)} gold ones")
     if task == "tagging":
-        correct = total = 0
-        for row, (pred, ref) in enumerate(zip(predictions, gold, strict=True)):
-            pred, ref = list(pred), list(ref)
-            if len(pred) != len(ref):
-                raise ValueError(f"sentence {row}: {len(pred)} predicted labels for {len(ref)} words")
-            for p, g in zip(pred, ref, strict=True):
-                if g != IGNORE_LABEL:
-                    total += 1
-                    correct += int(p == g)
-        return {"accuracy": _ratio(correct, total)}
+        return _tagging_metrics(predictions, gold)
     if task != "parsing":
         raise ValueError(f"unknown word task {task!r}; choose tagging or parsing")
     if upos_gold is None or len(upos_gold) != len(gold):
         raise ValueError("parsing metrics need the gold UPOS names of every sentence (for the punctuation rule)")
+    return _parsing_metrics(predictions, gold, upos_gold)
+
+
+def _tagging_metrics(predictions: Sequence[Any], gold: Sequence[Any]) -> dict[str, float]:
+    correct = total = 0
+    for row, (pred, ref) in enumerate(zip(predictions, gold, strict=True)):
+        pred, ref = list(pred), list(ref)
+        if len(pred) != len(ref):
+            raise ValueError(f"sentence {row}: {len(pred)} predicted labels for {len(ref)} words")
+        for p, g in zip(pred, ref, strict=True):
+            if g != IGNORE_LABEL:
+                total += 1
+                correct += int(p == g)
+    return {"accuracy": _ratio(correct, total)}
+
+
+def _parsing_metrics(
+    predictions: Sequence[Any], gold: Sequence[Any], upos_gold: Sequence[Sequence[str]]
+) -> dict[str, float]:
     counts = dict.fromkeys(("uas", "las", "uas_punct", "las_punct", "words", "words_punct"), 0)
     for row, ((p_heads, p_rels), (g_heads, g_rels), upos) in enumerate(zip(predictions, gold, upos_gold, strict=True)):
         p_heads, p_rels, g_heads, g_rels, upos = map(list, (p_heads, p_rels, g_heads, g_rels, upos))

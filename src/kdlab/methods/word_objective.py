@@ -326,33 +326,52 @@ class WordObjective:
             raise ValueError(f"label_map must be [Ct, Cs] = [{t_tags}, {s_tags}], got {tuple(label_map.shape)}")
         t_pot = self._teacher_potentials(t_emissions, extras, mask)
         s_pot = CRFPotentials(s_emissions, output.transitions, output.start, output.end) if _is_crf(output) else None
-        temp = self.temperature
         dtype = _dtype(s_emissions, t_emissions)
-
         if self.method == "token":
-            probs = torch.softmax(t_emissions.detach().to(dtype) / temp, dim=-1)
+            probs = torch.softmax(t_emissions.detach().to(dtype) / self.temperature, dim=-1)
             if label_map is not None:
                 probs, _ = map_labels(probs, None, label_map.to(probs.device))
-            return token_kd(s_emissions, probs, mask, temp)
-
+            return token_kd(s_emissions, probs, mask, self.temperature)
         if self.method == "topk":
-            assert self.kbest is not None
-            if t_pot is None:
-                zeros = t_emissions.new_zeros(t_tags)
-                t_pot = CRFPotentials(t_emissions, t_emissions.new_zeros(t_tags, t_tags), zeros, zeros)
-            with torch.no_grad():
-                tags, scores = crf_kbest(*(p.detach() for p in t_pot), k=self.kbest, mask=mask)
-                weights = kbest_weights(scores.to(dtype) / temp)
-                if label_map is not None:
-                    to_student = label_map.to(tags.device).argmax(dim=1)
-                    tags = torch.where(tags == PAD_TAG, PAD_TAG, to_student[tags.clamp(min=0)])
-            if s_pot is not None:
-                logprobs = crf_sequence_logprob(s_pot, tags, mask)
-            else:
-                logprobs = token_sequence_logprob(s_emissions, tags, mask)
-            return sequence_kd(logprobs, weights)
+            return self._topk_kd(s_pot, s_emissions, t_pot, t_emissions, mask, dtype)
+        return self._structural_kd(s_pot, s_emissions, t_pot, t_emissions, mask, dtype)
 
-        # structural
+    def _topk_kd(
+        self,
+        s_pot: CRFPotentials | None,
+        s_emissions: Tensor,
+        t_pot: CRFPotentials | None,
+        t_emissions: Tensor,
+        mask: Tensor,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        assert self.kbest is not None
+        if t_pot is None:  # a softmax teacher: a CRF without transitions has the same k best sequences
+            t_tags = t_emissions.shape[2]
+            zeros = t_emissions.new_zeros(t_tags)
+            t_pot = CRFPotentials(t_emissions, t_emissions.new_zeros(t_tags, t_tags), zeros, zeros)
+        with torch.no_grad():
+            tags, scores = crf_kbest(*(p.detach() for p in t_pot), k=self.kbest, mask=mask)
+            weights = kbest_weights(scores.to(dtype) / self.temperature)
+            if self.label_map is not None:
+                to_student = self.label_map.to(tags.device).argmax(dim=1)
+                tags = torch.where(tags == PAD_TAG, PAD_TAG, to_student[tags.clamp(min=0)])
+        if s_pot is not None:
+            logprobs = crf_sequence_logprob(s_pot, tags, mask)
+        else:
+            logprobs = token_sequence_logprob(s_emissions, tags, mask)
+        return sequence_kd(logprobs, weights)
+
+    def _structural_kd(
+        self,
+        s_pot: CRFPotentials | None,
+        s_emissions: Tensor,
+        t_pot: CRFPotentials | None,
+        t_emissions: Tensor,
+        mask: Tensor,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        temp, label_map = self.temperature, self.label_map
         if label_map is not None:
             return self._mapped_kd(s_pot, s_emissions, t_pot, t_emissions, label_map, mask, dtype)
         if t_pot is not None:
