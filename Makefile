@@ -41,6 +41,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/cross_arch.py --threads 1 --tasks ro-en --ablations
 	HF_HUB_OFFLINE=1 $(PY) bench/cross_arch.py --sizes-only
 	HF_HUB_OFFLINE=1 $(PY) bench/structural_kd.py --threads 1
+	HF_HUB_OFFLINE=1 $(PY) bench/structural_kd.py --sizes-only
 
 clean:
 	rm -rf $(VENV) runs outputs

@@ -142,6 +142,26 @@ def bench_group(group: str, args: argparse.Namespace) -> dict:
     return out
 
 
+def sizes(group: str, res: dict, args: argparse.Namespace) -> dict:
+    """Parameters and CPU latency (batch of 32 dev sentences) of each teacher and of a structural-KD student."""
+    out = {}
+    for row, recipe, teacher, method in rows(group):
+        if method != "structural" or teacher is None or teacher in out:
+            continue
+        spec = student_spec(recipe, teacher, method, None, args)
+        model_dir = WORK / "runs" / group / row.replace(" ", "_") / "seed0" / "student"
+        t = kdlab.evaluate(spec, model=spec["teacher"]["model"])
+        s = kdlab.evaluate(spec, model=str(model_dir))
+        out[teacher] = {
+            "student_row": row,
+            "teacher_parameters": t.parameters,
+            "student_parameters": s.parameters,
+            "teacher_ms_batch32": t.ms_per_batch,
+            "student_ms_batch32": s.ms_per_batch,
+        }
+    return out
+
+
 def _cell(stat: dict) -> str:
     return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
 
@@ -161,6 +181,15 @@ def table(results: dict) -> str:
         for row, r in res["rows"].items():
             cells = [row, *(_cell(r["metrics"][k]) for k in metrics), f"{r['seconds_per_run']['mean']:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
+        for teacher, size in res.get("sizes", {}).items():
+            ratio = size["teacher_parameters"] / size["student_parameters"]
+            speed = size["teacher_ms_batch32"] / size["student_ms_batch32"]
+            lines.append(
+                f"Size: teacher {teacher} {size['teacher_parameters'] / 1e6:.1f} M parameters, "
+                f"{size['teacher_ms_batch32']:.0f} ms per 32 sentences; student ({size['student_row']}) "
+                f"{size['student_parameters'] / 1e6:.1f} M ({ratio:.1f}x fewer), "
+                f"{size['student_ms_batch32']:.0f} ms ({speed:.1f}x faster) on CPU."
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -172,19 +201,25 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--parser-layers", type=int, default=1, help="BiLSTM layers of the parsing students")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--sizes-only", action="store_true", help="sizes and latency of finished groups")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
     folder = RESULTS / "structural_kd"
     for group in args.groups:
-        res = bench_group(group, args)
-        res.update(
-            command=" ".join(["python bench/structural_kd.py", *sys.argv[1:]]),
-            date=str(date.today()),
-            machine=machine(),
-            parser_layers=args.parser_layers,
-        )
+        if args.sizes_only:
+            res = json.loads((folder / f"{group}.json").read_text())
+            res["sizes"] = sizes(group, res, args)
+            res["sizes_command"] = " ".join(["python bench/structural_kd.py", *sys.argv[1:]])
+        else:
+            res = bench_group(group, args)
+            res.update(
+                command=" ".join(["python bench/structural_kd.py", *sys.argv[1:]]),
+                date=str(date.today()),
+                machine=machine(),
+                parser_layers=args.parser_layers,
+            )
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{group}.json").write_text(json.dumps(res, indent=2))
     results = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}

@@ -1,7 +1,8 @@
 """Pure loss functions and the registry of feature losses.
 
 Logit losses (:mod:`kdlab.losses.logits`) compare model outputs; feature losses (:mod:`kdlab.losses.features`)
-compare hidden states or attention probabilities and are looked up by name in :data:`FEATURE_LOSSES`.
+compare hidden states or attention probabilities and are looked up by name in :data:`FEATURE_LOSSES`; structural
+losses (:mod:`kdlab.losses.structured`) compare distributions over tag sequences and dependency trees.
 """
 
 from __future__ import annotations
@@ -15,6 +16,16 @@ from .features import (
     pkd_normalized_mse,
 )
 from .logits import hard_ce, kd_mix, logit_mse, regression_mse, soft_kd, soft_kd_topk, teacher_topk
+from .structured import (
+    CRFPotentials,
+    arc_kd,
+    crf_kd,
+    crf_to_token_kd,
+    map_labels,
+    sequence_kd,
+    token_kd,
+    token_to_crf_kd,
+)
 
 FEATURE_LOSSES: dict[str, FeatureLoss] = {
     "mse": hidden_mse,
@@ -30,17 +41,25 @@ ATTENTION_LOSSES: frozenset[str] = frozenset({"attention_kl", "attention_mse"})
 __all__ = [
     "ATTENTION_LOSSES",
     "FEATURE_LOSSES",
+    "CRFPotentials",
     "FeatureLoss",
+    "arc_kd",
     "attention_kl",
     "attention_mse",
+    "crf_kd",
+    "crf_to_token_kd",
     "hard_ce",
     "hidden_cosine",
     "hidden_mse",
     "kd_mix",
     "logit_mse",
+    "map_labels",
     "pkd_normalized_mse",
     "regression_mse",
+    "sequence_kd",
     "soft_kd",
     "soft_kd_topk",
     "teacher_topk",
+    "token_kd",
+    "token_to_crf_kd",
 ]
