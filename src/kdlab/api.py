@@ -16,7 +16,7 @@ from kdlab.commands import demo as _demo
 from kdlab.commands import evaluate as _evaluate
 from kdlab.commands import inspect as _inspect
 from kdlab.commands import runs as _runs
-from kdlab.commands.runs import RunSummary
+from kdlab.commands.run_setup import RunSummary
 from kdlab.config import Recipe, load_recipe
 
 RecipeSource = str | Path | dict[str, Any] | Recipe

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.commands.build import encode_data, load_teacher, task_spec, teacher_widths
-from kdlab.commands.runs import make_accelerator
+from kdlab.commands.run_setup import make_accelerator
 from kdlab.commands.training_set import augmentation_candidates, check_augment, load_splits
 from kdlab.commands.words import cache_words
 from kdlab.config import Recipe
@@ -62,7 +62,8 @@ def check_recipe(recipe: Recipe, overwrite: bool) -> Path:
 def cache(recipe: Recipe, overwrite: bool = False, progress: bool = True) -> CacheSummary:
     """Run the teacher once over the train and dev splits and write the cache."""
     if is_word_task(recipe.task) and recipe.cache.dir is not None:
-        return cache_words(recipe, overwrite)
+        examples, size, seconds, stored = cache_words(recipe, overwrite)
+        return CacheSummary(Path(recipe.cache.dir), examples, size, seconds, [stored])
     target = check_recipe(recipe, overwrite)
     cfg = recipe.distill
     spec = task_spec(recipe.task)

@@ -47,7 +47,9 @@ def default_model_dir(recipe: Recipe) -> Path:
 def evaluate(recipe: Recipe, model: str | None = None) -> Evaluation:
     path = resolve_model(model, key="--model") if model else str(default_model_dir(recipe))
     if is_word_task(recipe.task):
-        return evaluate_word_model(recipe, path)
+        metrics, model, sample = evaluate_word_model(recipe, path, LATENCY_BATCH)
+        median, std = latency_ms(model, sample)
+        return Evaluation(path, metrics, parameter_count(model), median, std, int(sample["input_ids"].shape[0]))
     spec = task_spec(recipe.task)
     net, tokenizer = load_classifier(path, spec.num_labels, regression=spec.regression, key="--model")
     check_max_length(net, recipe.task.max_length, "--model")

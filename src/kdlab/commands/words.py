@@ -21,6 +21,7 @@ from accelerate.utils import set_seed
 from torch import nn
 from transformers import AutoConfig
 
+from kdlab.commands.run_setup import RunSummary, claim_output, make_accelerator
 from kdlab.config import WORD_METHODS, Recipe
 from kdlab.data.conllu import Sentence
 from kdlab.data.tokens import TokenCollator, encode_words, encode_words_two_views
@@ -43,7 +44,6 @@ from kdlab.models.words import (
     save_word_model,
     word_model_inputs,
 )
-from kdlab.profiling import latency_ms, parameter_count
 
 
 @dataclass
@@ -155,8 +155,6 @@ def _objective(recipe: Recipe, bank: Treebank, method: str, label_map: torch.Ten
 # ---------------------------------------------------------------------------------------------------- finetune
 def finetune_words(recipe: Recipe, resume: bool = False) -> Any:
     """Train ``teacher.model`` (a pretrained encoder, or a saved word model) on the treebank's gold labels."""
-    from kdlab.commands.runs import RunSummary, claim_output, make_accelerator
-
     bank = load_treebank(recipe)
     set_seed(recipe.train.seed)
     model, tokenizer = _model_to_finetune(recipe, bank)
@@ -230,8 +228,6 @@ def _check_fits(config: Any, bank: Treebank, key: str, other_column: bool = Fals
 # ---------------------------------------------------------------------------------------------------- distill
 def distill_words(recipe: Recipe, resume: bool = False) -> Any:
     """Label the training sentences once with the teacher (or read its cache), then train a BiLSTM student."""
-    from kdlab.commands.runs import RunSummary, claim_output, make_accelerator
-
     check_word_distill(recipe)
     bank = load_treebank(recipe)
     set_seed(recipe.train.seed)
@@ -382,10 +378,8 @@ def _new_student(recipe: Recipe, bank: Treebank, names: tuple[str, ...], vocab_s
 
 
 # ---------------------------------------------------------------------------------------------------- evaluate
-def evaluate_word_model(recipe: Recipe, path: str) -> Any:
-    """Dev metrics, size and CPU latency (batch of 32 sentences) of a saved tagger or parser."""
-    from kdlab.commands.evaluate import LATENCY_BATCH, Evaluation
-
+def evaluate_word_model(recipe: Recipe, path: str, latency_batch: int) -> tuple[dict[str, float], nn.Module, dict]:
+    """Dev metrics of a saved tagger or parser, the model, and its inputs for ``latency_batch`` dev sentences."""
     bank = load_treebank(recipe)
     if not bank.dev:
         raise UserError("the task has no dev split to evaluate on", key="task.dev", fix="give task.dev")
@@ -397,17 +391,15 @@ def evaluate_word_model(recipe: Recipe, path: str) -> Any:
     dev = _encode(bank, bank.dev, tokenizer, recipe, ids)
     collate = TokenCollator(tokenizer.pad_token_id or 0, bank.task.fields)
     metrics = _evaluator(bank, dev, collate, recipe)(model.to("cpu"))
-    sample = word_model_inputs(collate(dev[:LATENCY_BATCH]))
-    median, std = latency_ms(model, sample)
-    return Evaluation(path, metrics, parameter_count(model), median, std, min(LATENCY_BATCH, len(dev)))
+    return metrics, model, word_model_inputs(collate(dev[:latency_batch]))
 
 
 # ---------------------------------------------------------------------------------------------------- cache
-def cache_words(recipe: Recipe, overwrite: bool = False) -> Any:
-    """Label every training sentence with the teacher once and store the potentials in ``cache.dir``."""
-    from kdlab.commands.cache import CacheSummary
-    from kdlab.commands.runs import make_accelerator
+def cache_words(recipe: Recipe, overwrite: bool = False) -> tuple[int, int, float, str]:
+    """Label every training sentence with the teacher once and store the potentials in ``cache.dir``.
 
+    Returns the number of sentences, the bytes written, the seconds taken and what was stored.
+    """
     assert recipe.cache.dir is not None  # checked by the caller
     target = Path(recipe.cache.dir)
     check_word_distill(recipe)
@@ -425,4 +417,4 @@ def cache_words(recipe: Recipe, overwrite: bool = False) -> Any:
     size = save_word_cache(target, outputs, train, teacher.path, recipe.cache.dtype)
     seconds = time.perf_counter() - start
     kind = "arc scores" if teacher.parsing else "emissions" + (" + CRF transitions" if outputs.extras else "")
-    return CacheSummary(target, len(train), size, seconds, [f"word {kind}"])
+    return len(train), size, seconds, f"word {kind}"
