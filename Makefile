@@ -40,7 +40,8 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/cross_arch.py --threads 1
 	HF_HUB_OFFLINE=1 $(PY) bench/cross_arch.py --threads 1 --tasks ro-en --ablations
 	HF_HUB_OFFLINE=1 $(PY) bench/cross_arch.py --sizes-only
-	HF_HUB_OFFLINE=1 $(PY) bench/structural_kd.py --threads 1
+	HF_HUB_OFFLINE=1 $(PY) bench/structural_kd.py --groups tagging tagging-gold10 --threads 1
+	HF_HUB_OFFLINE=1 $(PY) bench/structural_kd.py --groups parsing --epochs 2 --threads 1
 	HF_HUB_OFFLINE=1 $(PY) bench/structural_kd.py --sizes-only
 
 clean:
