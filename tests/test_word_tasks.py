@@ -651,3 +651,13 @@ def test_finetune_trains_the_head_at_head_lr(tmp_path: Path, encoder_dir: Path, 
     others = {id(p) for g in captured["groups"] if g is not head_groups[0] for p in g["params"]}
     assert others and not others & head_ids
     assert all(n.startswith("encoder.") for n, p in model.named_parameters() if id(p) in others)
+
+
+def test_inspect_lists_the_modules_of_a_word_model(upos_crf: Path, deps: Path) -> None:
+    from kdlab.commands.inspect import inspect_model
+
+    rows, net = inspect_model(str(upos_crf), "Distillation keeps the tags")
+    by_path = {row.path: row for row in rows}
+    assert by_path["classifier"].output_shapes == ((1, 4, net.config.num_labels),)
+    rows, net = inspect_model(str(deps))
+    assert {"arc_scorer", "rel_scorer"} <= {row.path for row in rows}

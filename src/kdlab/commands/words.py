@@ -10,7 +10,6 @@ and Top-K baselines.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from kdlab.models.words import (
     WordParserConfig,
     WordTagger,
     WordTaggerConfig,
+    is_word_model,
     load_word_model,
     save_word_model,
     word_model_inputs,
@@ -175,16 +175,9 @@ def _names(config: Any) -> tuple[str, ...]:
     return tuple(str(id2label[i]) for i in range(len(id2label)))
 
 
-def _is_word_model(path: str) -> bool:
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False
-    return str(json.loads(config.read_text()).get("model_type", "")).startswith("kdlab-word-")
-
-
 def _model_to_finetune(recipe: Recipe, bank: Treebank) -> tuple[nn.Module, Any]:
     path = resolve_model(recipe.teacher.model or "", key="teacher.model")
-    if _is_word_model(path):
+    if is_word_model(path):
         model, tokenizer = load_word_model(path)
         _check_fits(model.config, bank, "teacher.model")
         head = recipe.teacher.head
@@ -316,7 +309,7 @@ def check_word_distill(recipe: Recipe) -> None:
 
 def _teacher_info(recipe: Recipe, bank: Treebank) -> TeacherInfo:
     path = resolve_model(recipe.teacher.model or "", key="teacher.model")
-    if not _is_word_model(path):
+    if not is_word_model(path):
         raise UserError(
             f"{recipe.teacher.model} is not a trained word model (tagger or parser)",
             key="teacher.model",
@@ -383,7 +376,7 @@ def evaluate_word_model(recipe: Recipe, path: str, latency_batch: int) -> tuple[
     bank = load_treebank(recipe)
     if not bank.dev:
         raise UserError("the task has no dev split to evaluate on", key="task.dev", fix="give task.dev")
-    if not _is_word_model(path):
+    if not is_word_model(path):
         raise UserError(f"{path} is not a word model (tagger or parser)", key="--model", fix="give a kdlab word model")
     model, tokenizer = load_word_model(path)
     _check_fits(model.config, bank, "--model")

@@ -22,6 +22,7 @@ Importing this module registers both models with ``AutoConfig`` / ``AutoModel`` 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -485,6 +486,14 @@ def save_word_model(model: _WordModel, tokenizer: Any, path: str | Path) -> Path
     (safetensors present, tokenizer reloads and encodes a probe identically), then renamed onto ``path``.
     """
     return save_student(model, tokenizer, path)
+
+
+def is_word_model(path: str | Path) -> bool:
+    """Whether ``path`` holds a saved kdlab tagger or parser (read from its config.json, nothing loaded)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    return str(json.loads(config.read_text(encoding="utf-8")).get("model_type", "")).startswith("kdlab-word-")
 
 
 def load_word_model(path: str | Path) -> tuple[_WordModel, Any]:
