@@ -14,7 +14,9 @@ student row trains a BiLSTM on its own vocabulary from `configs/ud/<row recipe>.
 Groups: `tagging`, `parsing` (all gold labels) and `tagging-gold10` (the student sees gold labels for 10 % of the
 training sentences; the teacher, itself trained on that 10 %, labels all of them); `parsing-gold10` is the same
 for parsing (not in the default run: about an hour more on 2 CPU cores).
-Every row runs for each seed; the table reports the dev score of the best epoch, mean ± std over seeds.
+Every row runs for each seed; the table reports the dev score of the best epoch, mean ± std over seeds. The
+low-resource "no KD" row trains on the gold share only, for 1/gold_fraction times the epochs (the same number of
+optimizer steps as the KD rows, which read every training sentence).
 
     python bench/structural_kd.py --groups tagging --threads 1      # and the other groups, in parallel processes
 """
@@ -92,6 +94,8 @@ def student_spec(recipe: str, teacher: str | None, method: str, gold: float | No
         spec["student"]["lstm_layers"] = args.parser_layers
     if gold is not None:
         spec["task"]["gold_fraction"] = gold
+        if method == "none":  # it trains on the gold share only: as many steps as the KD rows take on all of train
+            spec["train"]["epochs"] = round(args.epochs / gold)
     if teacher is not None:
         spec["teacher"]["model"] = str(teacher_model(teacher))
         spec["cache"] = {"dir": str(cache_dir(spec, teacher))}
