@@ -181,6 +181,8 @@ def table(results: dict) -> str:
         )
         gold = f", gold labels for {100 * res['gold_fraction']:.0f} % of train" if res["gold_fraction"] else ""
         lines += [f"### {group} ({res['epochs']} epochs, seeds {res['seeds']}{gold}); teachers: {teachers}", ""]
+        if res.get("note"):
+            lines += [f"Note: {res['note']}.", ""]
         header = ["row", *metrics, "s/run"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row, r in res["rows"].items():
