@@ -167,6 +167,34 @@ def sizes(group: str, res: dict, args: argparse.Namespace) -> dict:
     return out
 
 
+def teacher_structure(teacher: str, limit: int = 3000) -> dict:
+    """How much a CRF teacher's transitions change its word distributions: its node marginals vs softmax(emissions).
+
+    When they agree, token-level KD on emissions and structural KD teach nearly the same targets.
+    """
+    from safetensors.torch import load_file
+
+    from kdlab.structured.crf import crf_marginals
+
+    tensors = load_file(str(WORK / "cache" / teacher / "outputs.safetensors"))
+    values, offsets, shapes = tensors["values"].float(), tensors["offsets"], tensors["shapes"]
+    crf = [tensors[f"extra.{name}"] for name in ("transitions", "start", "end")]
+    kl, agree, words = 0.0, 0, 0
+    for i in range(min(limit, len(shapes))):
+        n, c = (int(x) for x in shapes[i])
+        emissions = values[int(offsets[i]) : int(offsets[i]) + n * c].reshape(1, n, c)
+        node = crf_marginals(emissions, *crf)[0][0].clamp_min(1e-12)
+        local = emissions[0].log_softmax(-1)
+        kl += float((node * (node.log() - local)).sum())
+        agree += int((node.argmax(-1) == local.argmax(-1)).sum())
+        words += n
+    return {
+        "sentences": min(limit, len(shapes)),
+        "kl_marginals_vs_emissions_per_word": kl / words,
+        "argmax_agreement": agree / words,
+    }
+
+
 def _cell(stat: dict) -> str:
     return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
 
@@ -188,6 +216,12 @@ def table(results: dict) -> str:
         for row, r in res["rows"].items():
             cells = [row, *(_cell(r["metrics"][k]) for k in metrics), f"{r['seconds_per_run']['mean']:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
+        for teacher, st in res.get("teacher_structure", {}).items():
+            lines.append(
+                f"Teacher {teacher}: KL(CRF marginals ‖ softmax(emissions)) = "
+                f"{st['kl_marginals_vs_emissions_per_word']:.4f} nats per word, same argmax on "
+                f"{100 * st['argmax_agreement']:.2f} % of words ({st['sentences']} training sentences)."
+            )
         for teacher, size in res.get("sizes", {}).items():
             ratio = size["teacher_parameters"] / size["student_parameters"]
             speed = size["teacher_ms_batch32"] / size["student_ms_batch32"]
@@ -223,6 +257,8 @@ def main() -> None:
         if args.sizes_only:
             res = json.loads((folder / f"{group}.json").read_text())
             res["sizes"] = sizes(group, res, args)
+            crf_teachers = [t for t in res["teachers"] if "crf" in t]
+            res["teacher_structure"] = {t: teacher_structure(t) for t in crf_teachers}
             res["sizes_command"] = " ".join(["python bench/structural_kd.py", *sys.argv[1:]])
         else:
             res = bench_group(group, args)
