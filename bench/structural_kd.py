@@ -30,6 +30,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -110,10 +111,36 @@ def cache_dir(spec: dict, teacher: str) -> Path:
     return folder
 
 
-def run(spec: dict, row: str, group: str, seed: int) -> dict:
+def evaluate_teacher(name: str) -> Any:
+    """A teacher on its own task (an XPOS teacher is scored on XPOS)."""
+    recipe, _ = TEACHERS[name]
+    return kdlab.evaluate(ROOT / recipe, model=str(teacher_model(name)))
+
+
+def finished_run(out: Path) -> dict | None:
+    """A run of an earlier, interrupted invocation of this script (``--reuse-runs``): its best dev record.
+
+    Its time is the span between the recipe and the last metrics written (data preparation not included).
+    """
+    metrics, recipe = out / "metrics.jsonl", out / "recipe.yaml"
+    if not (out / "student" / "config.json").is_file() or not metrics.is_file():
+        return None
+    dev = [json.loads(line) for line in metrics.read_text().splitlines() if '"dev"' in line]
+    main = "las" if "las" in dev[0] else "accuracy"
+    best = max(dev, key=lambda record: record[main])
+    scores = {k: v for k, v in best.items() if k not in ("split", "stage", "step")}
+    seconds = metrics.stat().st_mtime - recipe.stat().st_mtime
+    return {"best": best[main], "dev_metrics": scores, "seconds": seconds, "reused": True}
+
+
+def run(spec: dict, row: str, group: str, seed: int, reuse: bool = False) -> dict:
     spec = json.loads(json.dumps(spec))
     spec["train"].update(seed=seed, progress_bar=False, checkpoint_every_steps=None)
-    spec["output"] = {"dir": str(WORK / "runs" / group / row.replace(" ", "_") / f"seed{seed}"), "overwrite": True}
+    out = WORK / "runs" / group / row.replace(" ", "_") / f"seed{seed}"
+    spec["output"] = {"dir": str(out), "overwrite": True}
+    done = finished_run(out) if reuse else None
+    if done is not None:
+        return done
     start = time.perf_counter()
     result = kdlab.distill(spec)
     return {
@@ -131,9 +158,8 @@ def bench_group(group: str, args: argparse.Namespace) -> dict:
     for row, recipe, teacher, method in rows(group):
         spec = student_spec(recipe, teacher, method, gold, args)
         if teacher is not None and teacher not in out["teachers"]:
-            metrics = kdlab.evaluate(spec, model=spec["teacher"]["model"]).metrics
-            out["teachers"][teacher] = metrics
-        runs = [run(spec, row, group, seed) for seed in args.seeds]
+            out["teachers"][teacher] = evaluate_teacher(teacher).metrics
+        runs = [run(spec, row, group, seed, args.reuse_runs) for seed in args.seeds]
         keys = runs[0]["dev_metrics"].keys()
         out["rows"][row] = {
             "teacher": teacher,
@@ -155,7 +181,7 @@ def sizes(group: str, res: dict, args: argparse.Namespace) -> dict:
             continue
         spec = student_spec(recipe, teacher, method, None, args)
         model_dir = WORK / "runs" / group / row.replace(" ", "_") / "seed0" / "student"
-        t = kdlab.evaluate(spec, model=spec["teacher"]["model"])
+        t = evaluate_teacher(teacher)
         s = kdlab.evaluate(spec, model=str(model_dir))
         out[teacher] = {
             "student_row": row,
@@ -216,6 +242,7 @@ def table(results: dict) -> str:
         for row, r in res["rows"].items():
             cells = [row, *(_cell(r["metrics"][k]) for k in metrics), f"{r['seconds_per_run']['mean']:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
         for teacher, st in res.get("teacher_structure", {}).items():
             lines.append(
                 f"Teacher {teacher}: KL(CRF marginals ‖ softmax(emissions)) = "
@@ -247,6 +274,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--parser-layers", type=int, default=1, help="BiLSTM layers of the parsing students")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--reuse-runs", action="store_true", help="keep runs an interrupted invocation finished")
     parser.add_argument("--sizes-only", action="store_true", help="sizes and latency of finished groups")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
