@@ -304,17 +304,7 @@ class PoolConfig(_Section):
     task: str | None = Field(None, description="a ready task whose split is used (its labels are ignored)")
     split: Literal["train", "dev"] = "train"
     path: str | None = Field(None, description="a TSV/CSV/JSONL file of inputs")
-    format: Literal["tsv", "csv", "jsonl", "conllu"] | None = None
-    target: Literal["upos", "xpos", "deps"] | None = Field(
-        None, description="conllu files: what to predict (a tag column, or heads + relations for 'deps')"
-    )
-    gold_fraction: float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="word tasks: keep gold labels for this share of the training sentences (chosen by content "
-        "hash, the same in every run); the teacher teaches the rest, finetune trains on the labelled share only",
-    )
+    format: Literal["tsv", "csv", "jsonl"] | None = None
     header: bool = True
     text: str | int | None = Field(None, description="column of the text (default: the task's)")
     text_pair: str | int | None = Field(None, description="column of the second text (default: the task's)")
