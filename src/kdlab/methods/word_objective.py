@@ -59,6 +59,7 @@ from torch import Tensor
 
 from kdlab.config import WORD_METHODS
 from kdlab.data.encoding import IGNORE_LABEL
+from kdlab.losses.logits import _compute_dtype
 from kdlab.losses.structured import (
     CRFPotentials,
     arc_kd,
@@ -235,7 +236,7 @@ class WordObjective:
         sentences = int(labelled.any(dim=1).sum())
         if sentences == 0:
             return _graph_zero(output)
-        logits = output.logits[labelled].to(_dtype(output.logits))
+        logits = output.logits[labelled].to(_compute_dtype(output.logits))
         return F.cross_entropy(logits, labels[labelled].long(), reduction="sum") / sentences
 
     def _crf_gold(self, output: Any, labels: Tensor, mask: Tensor) -> Tensor:
@@ -261,7 +262,7 @@ class WordObjective:
         bad = labelled & ((heads < 0) | (heads > lengths[:, None]) | (heads == position))
         if bool(bad.any()):
             raise ValueError("gold heads must lie in 0..n (0 = ROOT) and differ from the word itself")
-        dtype = _dtype(output.logits, output.rel_logits)
+        dtype = _compute_dtype(output.logits, output.rel_logits)
         log_p, _ = _head_log_softmax(output.logits.to(dtype), mask, 1.0)
         safe = heads.clamp(min=0).long()
         picked = log_p[:, :, 1:].gather(1, safe.unsqueeze(1)).squeeze(1)  # [B, W]: log p(gold head | d)
@@ -326,7 +327,7 @@ class WordObjective:
             raise ValueError(f"label_map must be [Ct, Cs] = [{t_tags}, {s_tags}], got {tuple(label_map.shape)}")
         t_pot = self._teacher_potentials(t_emissions, extras, mask)
         s_pot = CRFPotentials(s_emissions, output.transitions, output.start, output.end) if _is_crf(output) else None
-        dtype = _dtype(s_emissions, t_emissions)
+        dtype = _compute_dtype(s_emissions, t_emissions)
         if self.method == "token":
             probs = torch.softmax(t_emissions.detach().to(dtype) / self.temperature, dim=-1)
             if label_map is not None:
@@ -420,7 +421,7 @@ class WordObjective:
         if self.method == "structural":
             return arc_kd(s_arcs, t_arcs, lengths, temp)
         # token: local head distributions of both sides
-        dtype = _dtype(s_arcs, t_arcs)
+        dtype = _compute_dtype(s_arcs, t_arcs)
         log_q, valid = _head_log_softmax(s_arcs.to(dtype), mask, temp)
         with torch.no_grad():
             log_p, _ = _head_log_softmax(t_arcs.detach().to(dtype), mask, temp)
@@ -467,15 +468,6 @@ class _Rows:
 
 def _is_crf(output: Any) -> bool:
     return getattr(output, "transitions", None) is not None
-
-
-def _dtype(*tensors: Tensor) -> torch.dtype:
-    """float32, or a wider float if an input already is one."""
-    dtype = torch.float32
-    for tensor in tensors:
-        if tensor.is_floating_point():
-            dtype = torch.promote_types(dtype, tensor.dtype)
-    return dtype
 
 
 def _graph_zero(output: Any) -> Tensor:
