@@ -179,18 +179,12 @@ class WordObjective:
         teacher: TeacherSignals,
         batch: dict[str, Tensor],
     ) -> StepLoss:
-        total = torch.zeros((), device=batch["input_ids"].device)
-        parts: dict[str, Tensor] = {}
-        if stage.use_logits:
-            if student_output is None:
-                raise ValueError("the word objective needs the student's output")
-            total, parts = self._logit_term(student_output, teacher, batch)
+        # Word tasks refuse distill.matches (the student reads its own vocabulary): one stage, outputs only.
         if stage.matches:
-            feature_total, feature_parts = matcher.loss(
-                stage.matches, student_feats, teacher.feats, batch["attention_mask"]
-            )
-            total = total + feature_total
-            parts.update(feature_parts)
+            raise ValueError("word tasks distil outputs only; the stage must have no feature matches")
+        if student_output is None:
+            raise ValueError("the word objective needs the student's output")
+        total, parts = self._logit_term(student_output, teacher, batch)
         parts["loss"] = total.detach()
         return StepLoss(total, parts)
 
