@@ -28,7 +28,7 @@ class TaskConfig(_Section):
     name: str | None = Field(
         None,
         description="ready task: sst2, cola, rte, agnews, mlqe-<pair>, sst2-sample, ud-ewt-upos, ud-ewt-xpos, "
-        "ud-ewt-deps",
+        "ud-ewt-deps, fashion-mnist (Debian's dataset-fashion-mnist), digits (sklearn's 8x8 digits)",
     )
     root: str | None = Field(None, description="folder holding the ready data sets (default ../shared/data)")
     train: str | None = None
@@ -71,7 +71,11 @@ class TeacherConfig(_Section):
     model: str | None = Field(
         None,
         description="local folder, hub name, or the alias 'minilm'; may be left out when training from cache.dir "
-        "with a pretrained student (nothing of the teacher is needed then)",
+        "with a pretrained student (nothing of the teacher is needed then); image tasks: a saved image model, or "
+        "'cnn' / 'mlp' to train one from scratch with finetune",
+    )
+    width: int | None = Field(
+        None, gt=0, description="image tasks, finetune of 'cnn' / 'mlp': channels of the first conv / hidden units"
     )
     head: Literal["softmax", "crf"] | None = Field(
         None, description="tagging tasks, finetune: the tagger head put on the teacher's encoder (default softmax)"
@@ -84,7 +88,7 @@ class TeacherConfig(_Section):
 
 
 class StudentConfig(_Section):
-    kind: Literal["shrink", "bilstm", "birnn", "pretrained"] = "shrink"
+    kind: Literal["shrink", "bilstm", "birnn", "pretrained", "cnn", "mlp"] = "shrink"
     layers: list[int] | str = Field("uniform:2", description="teacher layers kept by 'shrink'")
     hidden_size: int | None = Field(None, gt=0)
     num_attention_heads: int | None = Field(None, gt=0)
@@ -108,6 +112,9 @@ class StudentConfig(_Section):
     )
     rnn_hidden_size: int = Field(50, gt=0, description="birnn: GRU hidden size per direction")
     dropout: float | None = Field(None, ge=0, lt=1, description="birnn default 0.5, bilstm default 0.1")
+    width: int | None = Field(
+        None, gt=0, description="image students (cnn, mlp): channels of the first conv block / hidden units"
+    )
 
     @model_validator(mode="after")
     def _pretrained_needs_model(self) -> StudentConfig:
@@ -185,9 +192,34 @@ class MatchConfig(_Section):
 _TOKENS = re.compile(r"^(all|cls|(first|attention|attention_no_sep):[1-9]\d*)$")
 
 
-Method = Literal["none", "vanilla", "internal", "pid", "sid", "token", "topk", "structural"]
+Method = Literal["none", "vanilla", "internal", "pid", "sid", "token", "topk", "structural", "annealing", "online"]
 WORD_METHODS = ("none", "token", "topk", "structural")
 """Methods of word-level tasks (tagging, parsing); the others distil sentence-level outputs and features."""
+
+
+class PolicyConfig(_Section):
+    """Learned teacher selection (Yuan et al. 2021): a Bernoulli policy per (example, teacher), trained by REINFORCE."""
+
+    lr: float = Field(1e-3, gt=0, description="the policy's Adam learning rate")
+    hidden_size: int = Field(32, gt=0, description="hidden units of the policy MLP")
+    warmup_epochs: int = Field(
+        1, ge=0, description="epochs of equal-weight KD before the policy selects (the paper's student pre-training)"
+    )
+
+
+class OnlineConfig(_Section):
+    """Online KD: peers trained together, each taught by the aggregate of all (no pre-trained teacher)."""
+
+    peers: int = Field(3, ge=2, description="number of peer students trained together")
+    aggregate: Literal["mean", "learned", "mutual"] = Field(
+        "mean",
+        description="mean: average of the peers' logits; learned: a gate weighs the peers per example (OKDHP's "
+        "aggregation unit); mutual: each peer learns from every other peer (DML)",
+    )
+    ensemble_weight: float = Field(1.0, ge=0, description="weight of the aggregate's own gold loss (learned gate)")
+    rampup_epochs: float = Field(
+        0.0, ge=0, description="KD weight ramps up as exp(-5 (1 - e/R)^2) over R epochs (OKDHP); 0: no ramp-up"
+    )
 
 
 class DistillConfig(_Section):
@@ -206,6 +238,29 @@ class DistillConfig(_Section):
         description="teacher annealing (Wang et al. 2021 use 0.005): the teacher term's weight at epoch e is "
         "alpha * max(0, 1 - anneal_rate * e); word tasks",
     )
+    alpha_schedule: Literal["constant", "linear"] = Field(
+        "constant",
+        description="linear: the teacher term's weight falls from alpha to 0 over training, the student moving "
+        "from teacher targets to gold labels (BAM teacher annealing, Clark et al. 2019)",
+    )
+    tau_max: int = Field(7, ge=1, description="annealing: first temperature of phase 1 (Jafari et al. use 7 on GLUE)")
+    hard_epochs: int = Field(
+        1, ge=0, description="annealing: epochs of phase 2 on gold labels, after train.epochs of phase 1"
+    )
+    teachers: list[str] = Field(
+        default_factory=list,
+        description="further teachers (folders or hub names) that teach the logit term together with teacher.model",
+    )
+    teacher_weights: Literal["equal", "fixed", "confidence", "learned"] = Field(
+        "equal",
+        description="how the teachers' KD terms are weighed per example: equal; fixed (distill.weights); confidence "
+        "(each teacher's probability of the gold class); learned (a policy selects teachers, Yuan et al. 2021)",
+    )
+    weights: list[float] | None = Field(
+        None, description="teacher_weights: fixed: one weight per teacher, teacher.model first"
+    )
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    online: OnlineConfig = Field(default_factory=OnlineConfig)
     stage_until: Literal["epochs", "plateau"] = "epochs"
     stage_epochs: int = Field(1, gt=0, description="epochs per layer stage (PID/SID); the cap when 'plateau'")
     plateau_patience: int = Field(1, gt=0)
@@ -215,10 +270,28 @@ class DistillConfig(_Section):
     def _matches_fit_method(self) -> DistillConfig:
         if self.method in ("internal", "pid", "sid") and not self.matches:
             raise ValueError(f"method {self.method!r} needs at least one entry in distill.matches")
-        if self.method in ("none", "vanilla", "token", "topk", "structural") and self.matches:
+        if self.method in ("none", "vanilla", "token", "topk", "structural", "annealing", "online") and self.matches:
             raise ValueError(
                 f"method {self.method!r} ignores distill.matches; use method internal, pid or sid, or remove them"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _teacher_weights_fit(self) -> DistillConfig:
+        if self.teacher_weights == "fixed":
+            if self.weights is None or len(self.weights) != 1 + len(self.teachers):
+                raise ValueError(
+                    "teacher_weights: fixed needs distill.weights with one weight per teacher "
+                    f"(teacher.model + {len(self.teachers)} in distill.teachers)"
+                )
+            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise ValueError("distill.weights must be non-negative with a positive sum")
+        elif self.weights is not None:
+            raise ValueError("distill.weights is read with teacher_weights: fixed only")
+        if self.teachers and self.method not in ("vanilla", "internal", "pid", "sid"):
+            raise ValueError(f"distill.teachers teach the logit term of vanilla/internal/pid/sid, not {self.method!r}")
+        if self.teacher_weights != "equal" and not self.teachers:
+            raise ValueError("teacher_weights other than equal needs further teachers in distill.teachers")
         return self
 
     @model_validator(mode="after")
@@ -338,6 +411,34 @@ class AugmentConfig(_Section):
         return self
 
 
+class AssistantConfig(_Section):
+    """One hop of a teacher-assistant chain: the assistant, and optionally how this hop is distilled and trained."""
+
+    student: StudentConfig
+    distill: DistillConfig | None = Field(None, description="default: the recipe's distill section")
+    train: TrainConfig | None = Field(None, description="default: the recipe's train section")
+
+
+class MultitaskConfig(_Section):
+    """Several tasks in one student: jointly (multi-task, BAM) or one after another (lifelong, L2KD)."""
+
+    tasks: list[str] = Field(min_length=1, description="ready task names, in the order a lifelong run meets them")
+    mode: Literal["joint", "sequential"] = Field(
+        "sequential", description="joint: all tasks at once (multi-task); sequential: one task after another"
+    )
+    teachers: dict[str, str] = Field(
+        default_factory=dict,
+        description="task -> fine-tuned single-task teacher; a task without one gets a teacher fine-tuned from "
+        "teacher.model by the run (distill.method none needs no teachers)",
+    )
+    teacher_epochs: int = Field(2, gt=0, description="epochs of fine-tuning for each teacher the run trains")
+    replay: int = Field(
+        0, ge=0, description="sequential: stored examples of each earlier task replayed with the new task (gold CE)"
+    )
+    max_train_examples: int | None = Field(None, gt=0, description="training examples kept per task")
+    max_dev_examples: int | None = Field(None, gt=0, description="dev examples kept per task")
+
+
 class OutputConfig(_Section):
     dir: str = "runs/kdlab"
     overwrite: bool = False
@@ -351,6 +452,11 @@ class Recipe(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     augment: AugmentConfig | None = None
+    assistants: list[AssistantConfig] = Field(
+        default_factory=list,
+        description="teacher-assistant chain: teacher -> assistants[0] -> ... -> student, each hop a KD run",
+    )
+    multitask: MultitaskConfig | None = None
     output: OutputConfig = Field(default_factory=OutputConfig)
 
 

@@ -94,7 +94,7 @@ class Trainer:
         if job.teacher is not None:
             job.teacher.prepare(self.acc.device, self.acc.autocast)
         self.batches = EpochBatches(
-            [len(item["input_ids"]) for item in job.train_items],
+            [_length(item) for item in job.train_items],
             self.cfg.batch_size,
             seed=self.cfg.seed,
             bucket=self.cfg.bucket_by_length,
@@ -177,6 +177,8 @@ class Trainer:
             leave=False,
         )
         for indices in global_batches[state.batch :]:
+            # Schedules inside a stage (annealed temperatures, teacher annealing, KD ramp-up) read this fraction.
+            self.job.objective.set_progress(stage, (state.epoch + state.batch / len(global_batches)) / stage.epochs)
             mine, batch = self._local_batch(indices)
             last_micro = (state.micro_step + 1) % self.cfg.grad_accum_steps == 0
             _, parts = self._forward_backward(batch, mine, stage, student_taps, sync=last_micro)
@@ -186,6 +188,7 @@ class Trainer:
             bar.update(1)
             if last_micro:
                 self._optimizer_step(scheduler)
+                self._after_update(batch, stage, student_taps)
                 state.global_step += 1
                 self._after_step(stage, state, scheduler, meter, bar)
                 if self.cfg.max_steps is not None and state.global_step >= self.cfg.max_steps:
@@ -214,6 +217,18 @@ class Trainer:
                 loss, parts = self.module(batch, stage, student_taps, teacher)
             self.acc.backward(loss / self.cfg.grad_accum_steps)
         return loss, parts
+
+    def _after_update(self, batch: dict[str, Tensor], stage: Stage, student_taps: FeatureTaps) -> None:
+        """Let the objective see the updated student on the batch it just learned from (a policy's reward).
+
+        Only objectives that ask for it pay the extra forward pass.
+        """
+        if not self.job.objective.wants_after_update:
+            return
+        module = self._unwrapped
+        with torch.no_grad(), self.acc.autocast():
+            _, output = student_taps(**module.model_inputs(batch))
+        self.job.objective.after_update(module.objective.student_view(output), batch)
 
     def _optimizer_step(self, scheduler: Any) -> None:
         if self.cfg.max_grad_norm is not None:
@@ -335,6 +350,12 @@ class Trainer:
         self.acc.wait_for_everyone()
         self.log.close()
         return TrainResult(state.global_step, state.best_metric, self.dev_metrics, finished)
+
+
+def _length(item: dict[str, Any]) -> int:
+    """An item's length for length bucketing; fixed-size inputs (images) have none and count as 1."""
+    ids = item.get("input_ids")
+    return len(ids) if ids is not None else 1
 
 
 class _Meter:

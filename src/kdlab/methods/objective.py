@@ -34,11 +34,29 @@ class StepLoss:
     parts: dict[str, Tensor] = field(default_factory=dict)
 
 
-class Objective:
+class TrainingHooks:
+    """What the Trainer calls on every objective besides the loss; the defaults do nothing."""
+
+    # Objectives that learn from the updated student (a policy's reward) set this and implement after_update.
+    wants_after_update = False
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each epoch of a stage (``epoch`` counts from 0 within the stage)."""
+
+    def set_progress(self, stage: Stage, fraction: float) -> None:
+        """Called before each batch with the share of ``stage`` done, in [0, 1)."""
+
+    def after_update(self, student_view: Any, batch: dict[str, Tensor]) -> None:
+        """The student's view of ``batch`` right after the optimizer step on it (computed without grad)."""
+
+
+class Objective(TrainingHooks):
     """Pure arithmetic over already computed outputs; holds no parameters (projections live in the matcher)."""
 
     def __init__(self, cfg: DistillConfig, regression: bool) -> None:
         self.alpha = 0.0 if cfg.method == "none" else cfg.alpha
+        self.base_alpha = self.alpha
+        self.alpha_schedule = cfg.alpha_schedule
         self.temperature = cfg.temperature
         self.logit_loss = cfg.logit_loss
         self.regression = regression
@@ -49,8 +67,10 @@ class Objective:
         """What the loss reads from the student's model output (``None`` when the forward stopped early)."""
         return output.logits if output is not None else None
 
-    def start_epoch(self, epoch: int) -> None:
-        """Called before each epoch of a stage; the logit objective has no per-epoch schedule."""
+    def set_progress(self, stage: Stage, fraction: float) -> None:
+        """alpha_schedule: linear (BAM teacher annealing): alpha falls linearly to 0 over each logit stage."""
+        if self.alpha_schedule == "linear":
+            self.alpha = self.base_alpha * max(0.0, 1.0 - fraction)
 
     def needs_teacher_logits(self, stage: Stage) -> bool:
         return stage.use_logits and self.alpha > 0
@@ -67,7 +87,7 @@ class Objective:
         teacher: TeacherSignals,
         batch: dict[str, Tensor],
     ) -> StepLoss:
-        total = torch.zeros((), device=batch["input_ids"].device)
+        total = torch.zeros((), device=next(iter(batch.values())).device)
         parts: dict[str, Tensor] = {}
         if stage.use_logits:
             assert student_logits is not None

@@ -75,7 +75,7 @@ from kdlab.losses.structured import (
     token_to_crf_kd,
 )
 from kdlab.methods.matches import FeatureMatcher
-from kdlab.methods.objective import StepLoss
+from kdlab.methods.objective import StepLoss, TrainingHooks
 from kdlab.methods.stages import Stage
 from kdlab.structured.crf import PAD_TAG, crf_kbest, crf_marginals
 
@@ -94,7 +94,7 @@ def annealed_lambda(alpha: float, anneal_rate: float | None, epoch: int) -> floa
     return float(alpha) * max(0.0, 1.0 - float(anneal_rate) * epoch)
 
 
-class WordObjective:
+class WordObjective(TrainingHooks):
     """Gold loss and KD term of a word-level student; pure arithmetic over already computed outputs.
 
     ``student_output`` is the student's whole model output: ``.logits [B, W, Cs]`` emissions and ``.transitions
