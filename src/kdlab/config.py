@@ -298,6 +298,8 @@ class DistillConfig(_Section):
     def _topk_is_for_kl(self) -> DistillConfig:
         if self.logit_topk is not None and self.logit_loss != "kl":
             raise ValueError("logit_topk compresses the teacher's distribution for logit_loss: kl only")
+        if self.logit_topk is not None and self.method in ("annealing", "online"):
+            raise ValueError(f"method {self.method!r} reads dense logits; remove logit_topk")
         return self
 
     @property

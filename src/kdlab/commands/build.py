@@ -7,6 +7,7 @@ is written: files and columns, model names, module paths, and whether matched sh
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -305,7 +306,9 @@ _RUN_FILES = frozenset({"recipe.yaml", "metrics.jsonl", "checkpoints", "student"
 def _is_kdlab_run(out: Path) -> bool:
     """Only folders kdlab wrote may be deleted by ``output.overwrite``, never a user's data or code."""
     names = {p.name for p in out.iterdir() if not p.name.startswith(".")}
-    return "recipe.yaml" in names and names <= _RUN_FILES
+    # An assistant chain keeps one run folder per hop (kdlab.commands.chain).
+    hops = {name for name in names if name == "final" or re.fullmatch(r"assistant-\d+", name)}
+    return "recipe.yaml" in names and names - hops <= _RUN_FILES
 
 
 def clear_output(out: Path) -> None:

@@ -20,6 +20,7 @@ from kdlab.commands.build import (
     own_vocab_tokenizer,
     task_spec,
 )
+from kdlab.commands.chain import distill_chain
 from kdlab.commands.run_setup import RunSummary, claim_output, make_accelerator
 from kdlab.commands.teacher_side import TeacherSide, check_teacher_use, open_teacher
 from kdlab.commands.training_set import (
@@ -37,6 +38,7 @@ from kdlab.engine.teacher import TeacherSource
 from kdlab.engine.trainer import Job, Trainer
 from kdlab.errors import UserError
 from kdlab.methods import FeatureMatcher, Objective, Stage, build_stages
+from kdlab.methods.factory import build_objective
 from kdlab.models import save_student
 from kdlab.models.lazy import student_from_teacher_files
 
@@ -48,6 +50,12 @@ def finetune(recipe: Recipe, resume: bool = False) -> RunSummary:
             "augment adds inputs without gold labels; finetune trains on gold labels only",
             key="augment",
             fix="remove the augment section (it belongs in a distill recipe)",
+        )
+    if recipe.assistants:
+        raise UserError(
+            "assistants form a distillation chain; finetune trains one model",
+            key="assistants",
+            fix="remove assistants, or run `kdlab distill` with this recipe",
         )
     if "distill" in recipe.model_fields_set or "student" in recipe.model_fields_set:
         raise UserError(
@@ -71,6 +79,8 @@ def finetune(recipe: Recipe, resume: bool = False) -> RunSummary:
 
 def distill(recipe: Recipe, resume: bool = False) -> RunSummary:
     """Distil the teacher (live, labelled once, or its knowledge stored in ``cache.dir``) into the recipe's student."""
+    if recipe.assistants:
+        return distill_chain(recipe, resume, distill)
     cfg = recipe.distill
     if is_word_task(recipe.task):
         return distill_words(recipe, resume)
@@ -80,7 +90,7 @@ def distill(recipe: Recipe, resume: bool = False) -> RunSummary:
     check_teacher_use(recipe)
     check_augment(recipe)
     matcher = FeatureMatcher(cfg.matches)
-    objective = Objective(cfg, spec.regression)
+    objective = build_objective(cfg, spec.regression, spec.num_labels)
     side = open_teacher(recipe, spec, matcher, objective)
     splits = load_splits(spec, recipe.task, recipe.train.seed)
     splits = augmentation_candidates(recipe, spec, splits, side.mask_token)

@@ -7,6 +7,8 @@ pid       one stage per student layer, bottom-up, only that layer's matches (ear
 sid       same schedule, but each stage keeps the matches of the layers below (stacked), and the final stage adds
           the logit loss to all of them
 none      one stage on gold labels only: no teacher (fine-tuning, or the "student alone" baseline)
+annealing stage "anneal" (train.epochs) on annealed teacher logits, then stage "hard" (distill.hard_epochs) on gold
+online    one stage: peers trained together, each taught by their aggregate (no pre-trained teacher)
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ class Stage:
 def build_stages(cfg: DistillConfig, epochs: int, student_module_order: list[str]) -> list[Stage]:
     """Expand the configured method into stages; ``epochs`` is the length of the (final) logit stage."""
     every = tuple(range(len(cfg.matches)))
-    if cfg.method in ("none", "vanilla"):
+    if cfg.method in ("none", "vanilla", "online"):
         return [Stage(cfg.method, (), True, epochs)]
+    if cfg.method == "annealing":
+        hard = [Stage("hard", (), True, cfg.hard_epochs)] if cfg.hard_epochs else []
+        return [Stage("anneal", (), True, epochs), *hard]
     if cfg.method == "internal":
         return [Stage("internal", every, True, epochs)]
     groups = layer_groups(cfg, student_module_order)
