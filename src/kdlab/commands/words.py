@@ -291,6 +291,12 @@ def check_word_distill(recipe: Recipe) -> None:
             key="student.kind",
             fix="set student.kind: bilstm (and leave student.vocab out)",
         )
+    if cfg.alpha_schedule != "constant":
+        raise UserError(
+            "word tasks anneal the teacher term per epoch with distill.anneal_rate",
+            key="distill.alpha_schedule",
+            fix="remove alpha_schedule and set distill.anneal_rate (e.g. 0.005, Wang et al. 2021)",
+        )
     if student.head is not None and word_task(recipe.task).parsing:
         raise UserError("a head-selection parser has no tagger head", key="student.head", fix="remove student.head")
     if recipe.augment is not None:
