@@ -22,6 +22,7 @@ from kdlab.engine.teacher import FixedOutputs, LiveTeacher, TeacherSource, label
 from kdlab.errors import UserError
 from kdlab.knowledge.source import CachedTeacher, open_cache
 from kdlab.methods import FeatureMatcher, Objective
+from kdlab.methods.online import check_online
 from kdlab.models import load_tokenizer, resolve_model
 
 
@@ -69,7 +70,7 @@ class TeacherSide:
         self, matcher: FeatureMatcher, objective: Objective, data: Any, training: list[Example]
     ) -> tuple[TeacherSource | None, dict[str, int]]:
         """The per-step teacher knowledge for the encoded ``data`` and each match's teacher width."""
-        if self.recipe.distill.method == "none":
+        if self.recipe.distill.method in ("none", "online"):  # online KD: the peers teach each other
             return None, {}
         if self.cache is not None:
             self.cache.bind("train", data.train)
@@ -91,6 +92,7 @@ def labels_once(recipe: Recipe) -> bool:
 
 def check_teacher_use(recipe: Recipe) -> None:
     """Combinations that cannot work, refused before anything loads."""
+    check_online(recipe)
     matches = recipe.distill.matches
     if recipe.student.own_vocab and matches:
         raise UserError(

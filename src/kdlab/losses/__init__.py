@@ -16,6 +16,8 @@ from .features import (
     pkd_normalized_mse,
 )
 from .logits import hard_ce, kd_mix, logit_mse, regression_mse, soft_kd, soft_kd_topk, teacher_topk
+from .multi_teacher import confidence_weights, multi_teacher_kd, multi_teacher_mse
+from .online import ensemble_logits, mutual_kd, mutual_mse, online_kd, online_mse
 from .structured import (
     CRFPotentials,
     arc_kd,
@@ -46,14 +48,22 @@ __all__ = [
     "arc_kd",
     "attention_kl",
     "attention_mse",
+    "confidence_weights",
     "crf_kd",
     "crf_to_token_kd",
+    "ensemble_logits",
     "hard_ce",
     "hidden_cosine",
     "hidden_mse",
     "kd_mix",
     "logit_mse",
     "map_labels",
+    "multi_teacher_kd",
+    "multi_teacher_mse",
+    "mutual_kd",
+    "mutual_mse",
+    "online_kd",
+    "online_mse",
     "pkd_normalized_mse",
     "regression_mse",
     "sequence_kd",
