@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 
 from kdlab.commands.build import check_max_length, load_data, task_spec
+from kdlab.commands.images import evaluate_image_model
 from kdlab.commands.words import evaluate_word_model
 from kdlab.config import Recipe
 from kdlab.data import student_inputs
+from kdlab.data.images import is_image_task
 from kdlab.data.treebank import is_word_task
 from kdlab.engine.evaluation import evaluate as evaluate_items
 from kdlab.errors import UserError
@@ -50,6 +52,10 @@ def evaluate(recipe: Recipe, model: str | None = None) -> Evaluation:
         metrics, model, sample = evaluate_word_model(recipe, path, LATENCY_BATCH)
         median, std = latency_ms(model, sample)
         return Evaluation(path, metrics, parameter_count(model), median, std, int(sample["input_ids"].shape[0]))
+    if is_image_task(recipe.task):
+        metrics, model, sample = evaluate_image_model(recipe, path, LATENCY_BATCH)
+        median, std = latency_ms(model, sample)
+        return Evaluation(path, metrics, parameter_count(model), median, std, int(sample["pixel_values"].shape[0]))
     spec = task_spec(recipe.task)
     net, tokenizer = load_classifier(path, spec.num_labels, regression=spec.regression, key="--model")
     check_max_length(net, recipe.task.max_length, "--model")
