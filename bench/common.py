@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,3 +38,25 @@ def train_subset_file(task: str, count: int, folder: Path) -> str:
             lines = ["sentence\tlabel", *(f"{e.text}\t{e.label}" for e in examples)]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return str(path)
+
+
+def once(out: Path, train: Callable[[], dict]) -> dict:
+    """Run ``train`` unless ``out`` already holds its result (benchmarks resume after a crash, and parallel
+    processes that split the seeds share one results folder). The result is written atomically after the run."""
+    done = out / "bench_result.json"
+    if done.is_file():
+        return {**json.loads(done.read_text()), "reused": True}
+    start = time.perf_counter()
+    result = {**train(), "seconds": time.perf_counter() - start}
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, done)
+    return result
+
+
+def cell(values: list[float], digits: int = 4) -> str:
+    """``mean ± std (n)`` of the finished seeds, or a dash."""
+    if not values:
+        return "–"
+    stat = summarise(values)
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}" + (f" (n={len(values)})" if len(values) < 3 else "")

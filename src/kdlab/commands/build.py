@@ -300,7 +300,12 @@ def prepare_output(recipe: Recipe, resume: bool, check_busy: bool = True) -> Pat
     return out
 
 
-_RUN_FILES = frozenset({"recipe.yaml", "metrics.jsonl", "checkpoints", "student", "model", "tensorboard"})
+_RUN_FILES = frozenset({"recipe.yaml", "metrics.jsonl", "checkpoints", "student", "model", "tensorboard"}) | {
+    "teachers",  # multitask runs (kdlab.commands.multitask): fine-tuned teachers, one folder per step, results
+    "steps",
+    "lifelong.json",
+    "peers",  # online KD (kdlab.models.peers): every peer's model
+}
 
 
 def _is_kdlab_run(out: Path) -> bool:

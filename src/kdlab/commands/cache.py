@@ -18,6 +18,7 @@ from kdlab.commands.training_set import augmentation_candidates, check_augment, 
 from kdlab.commands.words import cache_words
 from kdlab.config import Recipe
 from kdlab.data.treebank import is_word_task
+from kdlab.engine.ensemble import check_teachers
 from kdlab.engine.teacher import LiveTeacher, selection_spec
 from kdlab.errors import UserError
 from kdlab.knowledge.fingerprint import keys_digest
@@ -48,9 +49,9 @@ def check_recipe(recipe: Recipe, overwrite: bool) -> Path:
     """The recipe can be cached, and its cache folder may be written (checked before the teacher runs)."""
     if recipe.cache.dir is None:
         raise UserError("the recipe names no cache folder", key="cache.dir", fix="--set cache.dir=PATH")
-    if recipe.distill.method == "none":
+    if recipe.distill.method in ("none", "online"):  # gold labels only, or peers teaching each other
         raise UserError(
-            "method 'none' trains on gold labels only: there is no teacher knowledge to cache",
+            f"method {recipe.distill.method!r} trains without a teacher: there is no teacher knowledge to cache",
             key="distill.method",
             fix="use a distillation method (vanilla, internal, pid, sid)",
         )
@@ -68,6 +69,7 @@ def cache(recipe: Recipe, overwrite: bool = False, progress: bool = True) -> Cac
     cfg = recipe.distill
     spec = task_spec(recipe.task)
     check_augment(recipe)
+    check_teachers(recipe, spec)
     teacher, tokenizer = load_teacher(recipe, spec, cfg.uses_attention)
     splits = load_splits(spec, recipe.task, recipe.train.seed)
     # Every augmentation candidate is cached (the filter, if any, picks among them when training).

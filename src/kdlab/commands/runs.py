@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from kdlab.commands.build import (
     task_spec,
 )
 from kdlab.commands.chain import distill_chain
+from kdlab.commands.images import distill_images, finetune_images, refuse_image_settings
+from kdlab.commands.multitask import run_multitask
 from kdlab.commands.run_setup import RunSummary, claim_output, make_accelerator
 from kdlab.commands.teacher_side import TeacherSide, check_teacher_use, open_teacher
 from kdlab.commands.training_set import (
@@ -33,7 +36,9 @@ from kdlab.commands.training_set import (
 )
 from kdlab.commands.words import distill_words, finetune_words
 from kdlab.config import WORD_METHODS, Recipe
+from kdlab.data.images import is_image_task
 from kdlab.data.treebank import is_word_task
+from kdlab.engine.ensemble import check_teachers, ensemble_source
 from kdlab.engine.teacher import TeacherSource
 from kdlab.engine.trainer import Job, Trainer
 from kdlab.errors import UserError
@@ -41,10 +46,17 @@ from kdlab.methods import FeatureMatcher, Objective, Stage, build_stages
 from kdlab.methods.factory import build_objective
 from kdlab.models import save_student
 from kdlab.models.lazy import student_from_teacher_files
+from kdlab.models.peers import PeerGroup, peer_group, save_peers
 
 
 def finetune(recipe: Recipe, resume: bool = False) -> RunSummary:
     """Train ``teacher.model`` on the task's gold labels (users rarely have a fine-tuned teacher ready)."""
+    if recipe.multitask is not None:
+        raise UserError(
+            "a multitask recipe trains one student on several tasks; its teachers are fine-tuned by distill",
+            key="multitask",
+            fix="run `kdlab distill` with this recipe (it fine-tunes missing teachers), or remove multitask",
+        )
     if recipe.augment is not None:
         raise UserError(
             "augment adds inputs without gold labels; finetune trains on gold labels only",
@@ -65,6 +77,8 @@ def finetune(recipe: Recipe, resume: bool = False) -> RunSummary:
         )
     if is_word_task(recipe.task):
         return finetune_words(recipe, resume)
+    if is_image_task(recipe.task):
+        return finetune_images(recipe, resume)
     _check_sentence_task(recipe)
     set_seed(recipe.train.seed)
     spec = task_spec(recipe.task)
@@ -79,16 +93,21 @@ def finetune(recipe: Recipe, resume: bool = False) -> RunSummary:
 
 def distill(recipe: Recipe, resume: bool = False) -> RunSummary:
     """Distil the teacher (live, labelled once, or its knowledge stored in ``cache.dir``) into the recipe's student."""
+    if recipe.multitask is not None:
+        return run_multitask(recipe, resume)
     if recipe.assistants:
         return distill_chain(recipe, resume, distill)
     cfg = recipe.distill
     if is_word_task(recipe.task):
         return distill_words(recipe, resume)
+    if is_image_task(recipe.task):
+        return distill_images(recipe, resume)
     _check_sentence_task(recipe)
     set_seed(recipe.train.seed)
     spec = task_spec(recipe.task)
     check_teacher_use(recipe)
     check_augment(recipe)
+    check_teachers(recipe, spec)
     matcher = FeatureMatcher(cfg.matches)
     objective = build_objective(cfg, spec.regression, spec.num_labels)
     side = open_teacher(recipe, spec, matcher, objective)
@@ -103,6 +122,8 @@ def distill(recipe: Recipe, resume: bool = False) -> RunSummary:
             fix="give task.dev, or use stage_until: epochs",
         )
     source, widths = side.source(matcher, objective, data, splits.training)
+    if cfg.teachers:
+        source = ensemble_source(recipe, spec, side, source, splits.training, splits.dev)
     set_seed(recipe.train.seed)  # the projections' initialisation, whatever the teacher source drew before
     check_matches(matcher, widths, student, data.collate(data.train[:2]))
     stages = build_stages(cfg, recipe.train.epochs, [name for name, _ in student.named_modules()])
@@ -114,6 +135,7 @@ def distill(recipe: Recipe, resume: bool = False) -> RunSummary:
 
 def _check_sentence_task(recipe: Recipe) -> None:
     """Settings that only word tasks (tagging, parsing) read, refused on a sentence task instead of ignored."""
+    refuse_image_settings(recipe)
     method = recipe.distill.method
     if method in WORD_METHODS and method != "none":
         raise UserError(
@@ -139,19 +161,27 @@ def _student_and_data(recipe: Recipe, spec: Any, side: TeacherSide, splits: Spli
         specials = [side.mask_token] if side.mask_token else []
         tokenizer = own_vocab_tokenizer(cfg, splits.training, specials)
         data = encode_data(splits.training, splits.dev, spec, recipe.task, tokenizer, side.tokenizer)
-        set_seed(recipe.train.seed)
-        return own_vocab_student(cfg, spec, tokenizer, data.train), tokenizer, data
+        return _seeded(recipe, spec, lambda: own_vocab_student(cfg, spec, tokenizer, data.train)), tokenizer, data
     attention = recipe.distill.student_uses_attention
     set_seed(recipe.train.seed)
     if cfg.kind == "pretrained" and side.model is None:
         student, tokenizer = load_student(recipe, spec, attention)
     elif side.model is not None:
-        student, tokenizer = build_student(recipe, side.model, side.tokenizer, spec, attention)
+        teacher, tokenizer = side.model, side.tokenizer  # build_student returns the teacher's tokenizer
+        student = _seeded(recipe, spec, lambda: build_student(recipe, teacher, tokenizer, spec, attention)[0])
     else:
         assert side.path is not None  # the recipe schema requires teacher.model for these students
         tokenizer = side.tokenizer
         student = student_from_teacher_files(side.path, cfg, spec.num_labels, spec.regression, tokenizer, attention)
     return student, tokenizer, encode_data(splits.training, splits.dev, spec, recipe.task, tokenizer)
+
+
+def _seeded(recipe: Recipe, spec: Any, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` right after resetting the seed; online KD: a PeerGroup of peers built so from seeds seed + i."""
+    if recipe.distill.method == "online":
+        return peer_group(lambda _: build(), recipe.distill.online, spec.num_labels, seed=recipe.train.seed)
+    set_seed(recipe.train.seed)
+    return build()
 
 
 def _job(
@@ -168,7 +198,10 @@ def _job(
     model_dirname: str,
 ) -> Job:
     def save(trained: nn.Module, path: Path) -> None:
-        save_student(trained, tokenizer, path)
+        if isinstance(trained, PeerGroup):  # online KD: peer 0 is the student, every peer goes to peers/
+            save_peers(trained, path, lambda peer, where: save_student(peer, tokenizer, where))
+        else:
+            save_student(trained, tokenizer, path)
 
     return Job(
         student=model,
