@@ -1,8 +1,8 @@
 """Capacity gap on Fashion-MNIST: a CNN teacher distilled into ever smaller CNN / MLP students, four ways.
 
-Teacher: configs/fashion/teacher.yaml, a CNN of width 64 (3 conv blocks: 64, 128, 256 channels; ~373k parameters),
+Teacher: configs/fashion/teacher.yaml, a CNN of width 64 (3 conv blocks: 64, 128, 256 channels; ~393k parameters),
 trained once on the training subset and shared by every seed. Students (2 conv blocks for the CNNs):
-    cnn16   ~5.2k parameters      cnn8   ~1.4k      cnn4   ~440      mlp32   784 -> 32 -> 10, ~25k (no convolutions)
+    cnn16   ~20.5k parameters     cnn8   ~9.1k      cnn4   ~4.3k     mlp32   784 -> 32 -> 10, ~25k (no convolutions)
 Methods, the same total epochs for all:
     alone       the student on gold labels only (method none)
     kd          soft-label KD, configs/fashion/kd-cnn.yaml / kd-mlp.yaml (T = 4, alpha = 0.9)

@@ -177,8 +177,8 @@ def test_image_model_save_load_gives_identical_logits(tmp_path, kind, blocks):
 def test_parameter_counts_shrink_with_width():
     counts = [image_parameter_count(ImageModelConfig("cnn", w, 10, (1, 28, 28))) for w in (16, 8, 4)]
     assert counts[0] > counts[1] > counts[2]
-    # conv 1->4 (36) + BN (8) + conv 4->8 (288) + BN (16) + linear 8->10 (90)
-    assert counts[2] == 36 + 8 + 288 + 16 + 90
+    # conv 1->4 (36) + BN (8) + conv 4->8 (288) + BN (16) + linear on the flattened 8x7x7 map (392*10 + 10)
+    assert counts[2] == 36 + 8 + 288 + 16 + 8 * 7 * 7 * 10 + 10
 
 
 # ---------------------------------------------------------------------------------------------------- runs

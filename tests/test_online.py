@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -322,3 +323,26 @@ def test_cache_refuses_online(tiny_teacher_dir, tmp_path):
         kdlab.cache(recipe, [f"cache.dir={tmp_path / 'cache'}"])
     assert err.value.key == "distill.method" and "no teacher knowledge" in str(err.value)
     assert not (tmp_path / "cache").exists()
+
+
+def test_peers_cut_from_one_checkpoint_get_heads_of_their_own(tiny_teacher_dir):
+    from types import SimpleNamespace
+
+    from kdlab.commands.runs import _seeded
+    from kdlab.config import load_recipe
+
+    recipe = load_recipe(
+        {
+            "task": {"name": "sst2"},
+            "teacher": {"model": str(tiny_teacher_dir)},
+            "distill": {"method": "online", "online": {"peers": 2}},
+        }
+    )
+    source = AutoModelForSequenceClassification.from_pretrained(tiny_teacher_dir)
+    group = _seeded(recipe, SimpleNamespace(num_labels=2), lambda: copy.deepcopy(source))
+    first, second = group.peers
+    assert not torch.equal(first.classifier.weight, second.classifier.weight)
+    assert not torch.equal(first.classifier.weight, source.classifier.weight)
+    torch.testing.assert_close(
+        first.bert.encoder.layer[0].output.dense.weight, source.bert.encoder.layer[0].output.dense.weight
+    )

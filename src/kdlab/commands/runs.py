@@ -179,9 +179,26 @@ def _student_and_data(recipe: Recipe, spec: Any, side: TeacherSide, splits: Spli
 def _seeded(recipe: Recipe, spec: Any, build: Callable[[], nn.Module]) -> nn.Module:
     """``build()`` right after resetting the seed; online KD: a PeerGroup of peers built so from seeds seed + i."""
     if recipe.distill.method == "online":
-        return peer_group(lambda _: build(), recipe.distill.online, spec.num_labels, seed=recipe.train.seed)
+        return peer_group(lambda _: fresh_head(build()), recipe.distill.online, spec.num_labels, seed=recipe.train.seed)
     set_seed(recipe.train.seed)
     return build()
+
+
+def fresh_head(model: nn.Module) -> nn.Module:
+    """Re-initialise the task head from the current seed.
+
+    Peers cut from one checkpoint (shrink) would otherwise start as the very same network, head included, and
+    teach each other nothing but their dropout noise; each peer's own head is where they start to differ.
+    """
+    head = getattr(model, "classifier", None)
+    if isinstance(head, nn.Module):
+        init = getattr(model, "_init_weights", None)  # Hugging Face models: their own initialisation scheme
+        for module in head.modules():
+            if init is not None:
+                init(module)
+            elif hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return model
 
 
 def _job(
