@@ -60,33 +60,23 @@ class MultiTeacherObjective(Objective):
         # The ensemble already holds teacher.model's logits: a live teacher may stop after its deepest match.
         return False
 
-    def _logit_term(
+    def _kd_term(
         self, student: Tensor, signals: TeacherSignals, labels: Tensor | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        parts: dict[str, Tensor] = {}
-        total = torch.zeros((), device=student.device)
-        if self.alpha < 1:
-            if labels is None:
-                raise ValueError("gold labels are needed when alpha < 1")
-            gold = self._gold(student, labels)
-            total = total + (1 - self.alpha) * gold
-            parts["gold"] = gold.detach()
-        if self.alpha > 0:
-            ensemble = signals.extras.get("ensemble")
-            if ensemble is None:
-                raise ValueError("MultiTeacherObjective reads teacher.extras['ensemble'] (an EnsembleSource)")
-            weights, selected = self._weights(student, ensemble, labels)
-            if self.regression:
-                kd = multi_teacher_mse(student, ensemble, weights)
-            else:
-                kd = multi_teacher_kd(student, ensemble, weights, self.temperature)
-            total = total + self.alpha * kd
-            parts["kd"] = kd.detach()
-            for k in range(self.num_teachers):
-                parts[f"weight_t{k}"] = weights[:, k].float().mean()
-                if selected is not None:
-                    parts[f"select_t{k}"] = selected[:, k].mean()
-        return total, parts
+        ensemble = signals.extras.get("ensemble")
+        if ensemble is None:
+            raise ValueError("MultiTeacherObjective reads teacher.extras['ensemble'] (an EnsembleSource)")
+        weights, selected = self._weights(student, ensemble, labels)
+        if self.regression:
+            kd = multi_teacher_mse(student, ensemble, weights)
+        else:
+            kd = multi_teacher_kd(student, ensemble, weights, self.temperature)
+        parts = {}
+        for k in range(self.num_teachers):
+            parts[f"weight_t{k}"] = weights[:, k].float().mean()
+            if selected is not None:
+                parts[f"select_t{k}"] = selected[:, k].mean()
+        return kd, parts
 
     def _weights(self, student: Tensor, ensemble: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """``[B, K]`` weights, and for a selecting policy its actions (else None)."""

@@ -113,6 +113,7 @@ class Objective(TrainingHooks):
     def _logit_term(
         self, student: Tensor, signals: TeacherSignals, labels: Tensor | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
+        """(1 - alpha) * gold + alpha * teacher term."""
         parts: dict[str, Tensor] = {}
         total = torch.zeros((), device=student.device)
         if self.alpha < 1:
@@ -122,19 +123,22 @@ class Objective(TrainingHooks):
             total = total + (1 - self.alpha) * gold
             parts["gold"] = gold.detach()
         if self.alpha > 0:
-            teacher = signals.logits
-            if signals.topk is not None:
-                kd = soft_kd_topk(student, signals.topk[0], signals.topk[1], self.temperature)
-                total = total + self.alpha * kd
-                parts["kd"] = kd.detach()
-                return total, parts
-            assert teacher is not None
-            if self.regression:
-                kd = regression_mse(student, teacher.reshape(-1).float())
-            elif self.logit_loss == "kl":
-                kd = soft_kd(student, teacher, self.temperature)
-            else:
-                kd = logit_mse(student, teacher)
+            kd, kd_parts = self._kd_term(student, signals, labels)
             total = total + self.alpha * kd
             parts["kd"] = kd.detach()
+            parts.update(kd_parts)
         return total, parts
+
+    def _kd_term(
+        self, student: Tensor, signals: TeacherSignals, labels: Tensor | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The teacher term before alpha (top-k KL, KL at T, logit MSE, or MSE for regression), and parts to log."""
+        if signals.topk is not None:
+            return soft_kd_topk(student, signals.topk[0], signals.topk[1], self.temperature), {}
+        teacher = signals.logits
+        assert teacher is not None
+        if self.regression:
+            return regression_mse(student, teacher.reshape(-1).float()), {}
+        if self.logit_loss == "kl":
+            return soft_kd(student, teacher, self.temperature), {}
+        return logit_mse(student, teacher), {}
