@@ -43,6 +43,13 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/structural_kd.py --groups tagging tagging-gold10 --threads 1
 	HF_HUB_OFFLINE=1 $(PY) bench/structural_kd.py --groups parsing --epochs 2 --threads 1
 	HF_HUB_OFFLINE=1 $(PY) bench/structural_kd.py --sizes-only
+	HF_HUB_OFFLINE=1 $(PY) bench/capacity_gap_sst2.py --train-examples 4000 --threads 1
+	HF_HUB_OFFLINE=1 $(PY) bench/multi_teacher.py --train-examples 4000 --threads 1
+	HF_HUB_OFFLINE=1 $(PY) bench/lifelong.py --train 1000 --dev 300 --epochs 2 --reuse-teachers --threads 1
+	# Fashion-MNIST comes from Debian's package (IDX files under /usr/share/datasets/fashion-mnist)
+	test -d /usr/share/datasets/fashion-mnist || test -n "$$KDLAB_FASHION_MNIST" || apt-get install -y dataset-fashion-mnist
+	HF_HUB_OFFLINE=1 $(PY) bench/capacity_gap.py --train-examples 10000 --epochs 5 --threads 1
+	HF_HUB_OFFLINE=1 $(PY) bench/online_kd.py --threads 1
 
 clean:
 	rm -rf $(VENV) runs outputs
