@@ -138,9 +138,14 @@ def test_assistant_chain_trains_each_hop_from_the_previous_model(tiny_teacher_di
     out = tmp_path / "chain"
     recipe = tiny_recipe(str(tiny_teacher_dir), out)
     recipe["train"]["epochs"] = 1
-    recipe["assistants"] = [{"student": {"kind": "shrink", "layers": [0, 1, 3]}}]
+    # each hop is any KD recipe: the assistant learns by Annealing-KD, the student by soft-label KD
+    annealing = {"method": "annealing", "tau_max": 2, "hard_epochs": 0}
+    recipe["assistants"] = [{"student": {"kind": "shrink", "layers": [0, 1, 3]}, "distill": annealing}]
     recipe["student"] = {"kind": "shrink", "layers": [2]}
     run = kdlab.distill(recipe)
+    assistant_log = (out / "assistant-1" / "metrics.jsonl").read_text()
+    assert '"tau"' in assistant_log and '"anneal_mse"' in assistant_log
+    assert '"tau"' not in (out / "final" / "metrics.jsonl").read_text()
     assistant = AutoModelForSequenceClassification.from_pretrained(out / "assistant-1" / "student")
     student = AutoModelForSequenceClassification.from_pretrained(run.model_dir)
     assert run.model_dir == out / "final" / "student"
