@@ -8,17 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import _save_tiny_bert
+from torch import Tensor
 
 import kdlab
 from kdlab.config import load_recipe
+from kdlab.data.encoding import IGNORE_LABEL
 from kdlab.engine.ensemble import EnsembleSource
 from kdlab.engine.teacher import TeacherSignals
 from kdlab.errors import UserError
 from kdlab.losses import confidence_weights, multi_teacher_kd, multi_teacher_mse, soft_kd
 from kdlab.methods.multi_teacher import MultiTeacherObjective
 from kdlab.methods.stages import Stage
-from kdlab.methods.teacher_policy import TeacherPolicy, policy_states
+from kdlab.methods.teacher_policy import TeacherPolicy, improvement_rewards, policy_states
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -188,6 +191,54 @@ def test_reinforce_skips_examples_without_reward():
     assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters(), strict=True))
 
 
+def test_improvement_rewards_by_hand():
+    before = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
+    after = torch.tensor([[0.0, 1.0], [1.0, 0.0], [5.0, 5.0]])
+    rewards = improvement_rewards(before, after, torch.tensor([1, 0, IGNORE_LABEL]))
+    ce = lambda logits, y: -torch.log_softmax(logits, -1)[y]  # noqa: E731
+    assert rewards[0].item() == pytest.approx((ce(before[0], 1) - ce(after[0], 1)).item())
+    assert rewards[1].item() == pytest.approx((ce(before[1], 0) - ce(after[1], 0)).item()) and rewards[1] < 0
+    assert torch.isnan(rewards[2])
+
+
+def test_the_policy_learns_to_skip_a_teacher_where_it_is_wrong():
+    """A linear student on a 2-class toy task with three teachers: right, uninformative, and wrong on 40% of the
+    examples (its logits flipped). Trained with the multi-teacher loss and the improvement reward, the policy
+    selects the right teacher most, the uninformative one rarely, and the noisy one where it is right, not where
+    it is wrong."""
+    torch.manual_seed(0)
+    data = torch.Generator().manual_seed(0)
+    w_true = torch.randn(20, 2, generator=data)
+    student = torch.nn.Linear(20, 2)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    policy = TeacherPolicy(num_labels=2, num_teachers=3, hidden_size=32, lr=1e-3, seed=0)
+    selected, noisy_when_wrong, noisy_when_right = torch.zeros(3), [], []
+    for step in range(1200):
+        x = torch.randn(32, 20, generator=data)
+        logits = 2 * x @ w_true
+        y = torch.distributions.Categorical(logits=logits).sample()
+        flip = torch.rand(32, generator=data) < 0.4
+        noisy = torch.where(flip[:, None], logits.flip(-1), logits)
+        teachers = torch.stack([logits, 0.3 * torch.randn(32, 2, generator=data), noisy], 1)
+        out = student(x)
+        states = policy_states(teachers, out, y)
+        actions, _ = policy.sample(states)
+        weights = actions / actions.sum(1, keepdim=True).clamp_min(1)
+        loss = 0.5 * F.cross_entropy(out, y) + 0.5 * multi_teacher_kd(out, teachers, weights, 2.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            policy.reinforce(states, actions, improvement_rewards(out.detach(), student(x), y))
+        if step >= 600:
+            selected += actions.mean(0) / 600
+            noisy_when_wrong.append(actions[flip, 2].mean())
+            noisy_when_right.append(actions[~flip, 2].mean())
+    wrong, right = torch.stack(noisy_when_wrong).nanmean(), torch.stack(noisy_when_right).nanmean()
+    assert selected[0] > 0.7 and selected[1] < 0.25, selected
+    assert wrong < 0.2 and right > 0.5, (wrong, right)
+
+
 # ------------------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def second_teacher(tmp_path_factory, minilm_tokenizer) -> Path:
@@ -242,6 +293,27 @@ def test_distill_with_two_teachers_equal_and_learned(tiny_teacher_dir, second_te
     chosen = [r for r in records if "select_t0" in r]
     assert warm and all(r["weight_t0"] == pytest.approx(0.5) for r in warm)
     assert chosen and any(abs(r["weight_t0"] - r["weight_t1"]) > 1e-6 for r in chosen)
+
+
+@pytest.mark.slow
+def test_the_reward_pass_replays_the_training_dropout(tiny_teacher_dir, second_teacher, tmp_path, monkeypatch):
+    """With a vanishing learning rate the student does not change, so the drop of its CE must be ~0 although
+    dropout is on: the after-update forward draws the same masks as the training forward."""
+    torch.set_num_threads(1)
+    rewards: list[Tensor] = []
+    original = TeacherPolicy.reinforce
+    monkeypatch.setattr(TeacherPolicy, "reinforce", lambda self, s, a, r: rewards.append(r) or original(self, s, a, r))
+    recipe = _recipe(
+        tiny_teacher_dir,
+        tmp_path / "run",
+        [str(second_teacher)],
+        teacher_weights="learned",
+        policy={"warmup_epochs": 0},
+    )
+    recipe["train"].update(epochs=1, max_steps=3, lr=1e-12)
+    kdlab.distill(recipe)
+    assert len(rewards) == 3
+    assert all(float(r.abs().max()) < 1e-5 for r in rewards), rewards
 
 
 @pytest.mark.slow

@@ -181,6 +181,7 @@ class Trainer:
             self.job.objective.set_progress(stage, (state.epoch + state.batch / len(global_batches)) / stage.epochs)
             mine, batch = self._local_batch(indices)
             last_micro = (state.micro_step + 1) % self.cfg.grad_accum_steps == 0
+            dropout_state = self._rng_state() if self.job.objective.wants_after_update else None
             _, parts = self._forward_backward(batch, mine, stage, student_taps, sync=last_micro)
             state.micro_step += 1
             state.batch += 1
@@ -188,7 +189,7 @@ class Trainer:
             bar.update(1)
             if last_micro:
                 self._optimizer_step(scheduler)
-                self._after_update(batch, stage, student_taps)
+                self._after_update(batch, stage, student_taps, dropout_state)
                 state.global_step += 1
                 self._after_step(stage, state, scheduler, meter, bar)
                 if self.cfg.max_steps is not None and state.global_step >= self.cfg.max_steps:
@@ -218,16 +219,31 @@ class Trainer:
             self.acc.backward(loss / self.cfg.grad_accum_steps)
         return loss, parts
 
-    def _after_update(self, batch: dict[str, Tensor], stage: Stage, student_taps: FeatureTaps) -> None:
+    def _rng_state(self) -> dict[str, Tensor]:
+        state = {"cpu": torch.random.get_rng_state()}
+        if self.acc.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.acc.device)
+        return state
+
+    def _after_update(
+        self, batch: dict[str, Tensor], stage: Stage, student_taps: FeatureTaps, dropout_state: dict | None
+    ) -> None:
         """Let the objective see the updated student on the batch it just learned from (a policy's reward).
 
-        Only objectives that ask for it pay the extra forward pass.
+        Only objectives that ask for it pay the extra forward pass. It replays the random state of the training
+        forward, so the student drops the same units as it did then: the change in its output is the update's
+        alone, not a new dropout draw. The fork leaves the training stream where it was.
         """
-        if not self.job.objective.wants_after_update:
+        if not self.job.objective.wants_after_update or dropout_state is None:
             return
         module = self._unwrapped
-        with torch.no_grad(), self.acc.autocast():
-            _, output = student_taps(**module.model_inputs(batch))
+        cuda = self.acc.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.acc.device] if cuda else []):
+            torch.random.set_rng_state(dropout_state["cpu"])
+            if cuda:
+                torch.cuda.set_rng_state(dropout_state["cuda"], self.acc.device)
+            with torch.no_grad(), self.acc.autocast():
+                _, output = student_taps(**module.model_inputs(batch))
         self.job.objective.after_update(module.objective.student_view(output), batch)
 
     def _optimizer_step(self, scheduler: Any) -> None:

@@ -20,16 +20,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from kdlab.config import DistillConfig
-from kdlab.data.encoding import IGNORE_LABEL
 from kdlab.errors import UserError
 from kdlab.losses import confidence_weights, multi_teacher_kd, multi_teacher_mse
 from kdlab.methods.objective import Objective
 from kdlab.methods.stages import Stage
-from kdlab.methods.teacher_policy import TeacherPolicy, policy_states
+from kdlab.methods.teacher_policy import TeacherPolicy, improvement_rewards, policy_states
 
 if TYPE_CHECKING:
     from kdlab.engine.teacher import TeacherSignals
@@ -51,7 +49,8 @@ class MultiTeacherObjective(Objective):
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
             self.policy = TeacherPolicy(num_labels, self.num_teachers, cfg.policy.hidden_size, cfg.policy.lr, seed)
         self.wants_after_update = self.mode == "learned"
-        self._pending: tuple[Tensor, Tensor] | None = None  # states, actions of the last training batch
+        # states, actions and the student's logits of the last training batch, until its reward comes
+        self._pending: tuple[Tensor, Tensor, Tensor] | None = None
 
     def start_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -92,20 +91,16 @@ class MultiTeacherObjective(Objective):
         states = policy_states(ensemble, student, labels)
         actions, _ = self.policy.sample(states)
         if torch.is_grad_enabled():  # a training step (a dev stage loss runs without grad and learns nothing)
-            self._pending = (states, actions)
+            self._pending = (states, actions, student.detach())
         return actions / actions.sum(1, keepdim=True).clamp_min(1.0), actions
 
     def after_update(self, student_view: Any, batch: dict[str, Tensor]) -> None:
-        """Reward r_j = -CE(y_j, p_s'(x_j)) of the updated student; one REINFORCE step of the policy."""
+        """Reward r_j = the drop of the student's CE on x_j by the update; one REINFORCE step of the policy."""
         if self._pending is None or self.policy is None:
             return
-        states, actions = self._pending
+        states, actions, before = self._pending
         self._pending = None
-        labels = batch["labels"]
-        labelled = labels != IGNORE_LABEL
-        ce = F.cross_entropy(student_view.float(), labels.long().clamp_min(0), reduction="none")
-        rewards = torch.where(labelled, -ce, float("nan"))
-        self.policy.reinforce(states, actions, rewards)
+        self.policy.reinforce(states, actions, improvement_rewards(before, student_view, batch["labels"]))
 
 
 def _check(cfg: DistillConfig, regression: bool) -> None:
