@@ -8,7 +8,8 @@ Student: 1 layer copied from the strong teacher (layer 6), the same subset and s
 bench/capacity_gap_sst2.py (T = 2, alpha = 0.5). Rows: soft-label KD from the strong teacher alone, and from all three
 with equal weights, confidence weights (each teacher's probability of the gold class) and learned selection
 (Yuan et al. 2021: a Bernoulli policy per example and teacher, REINFORCE, one warm-up epoch of equal weights).
-For the learned policy the table shows how often it selected each teacher after warm-up.
+For the learned policy the table shows how often it selected each teacher after warm-up, overall and on the
+training examples that teacher gets wrong (its top class is not the gold label).
 
     python bench/multi_teacher.py --seeds 0 --threads 1 &      # seeds in parallel processes share the results
     python bench/multi_teacher.py --seeds 1 2 --threads 1
@@ -107,11 +108,21 @@ def run(args: argparse.Namespace, row: str, seed: int, teacher_dirs: dict[str, s
             / max(1, sum(f"select_t{k}" in r for r in train_records))
             for k, name in enumerate(TEACHERS)
         }
+        wrong_rates = {
+            name: sum(r.get(f"select_wrong_t{k}", 0.0) for r in train_records)
+            / max(1e-12, sum(r.get(f"wrong_t{k}", 0.0) for r in train_records))
+            for k, name in enumerate(TEACHERS)
+        }
         weights = {
             name: sum(r.get(f"weight_t{k}", 0.0) for r in train_records) / max(1, len(train_records))
             for k, name in enumerate(TEACHERS)
         }
-        return {"best": summary.result.best_metric, "selection": rates, "mean_weight": weights}
+        return {
+            "best": summary.result.best_metric,
+            "selection": rates,
+            "selection_where_wrong": wrong_rates,
+            "mean_weight": weights,
+        }
 
     result = once(out, train)
     print(f"{row:10s} seed {seed}: {result['best']:.4f} ({result['seconds']:.0f} s)", flush=True)
@@ -125,6 +136,9 @@ def collect() -> dict:
         rows[row] = {
             "best": [r["best"] for r in results],
             "selection": {t: [r["selection"][t] for r in results] for t in TEACHERS},
+            "selection_where_wrong": {
+                t: [r.get("selection_where_wrong", {}).get(t, 0.0) for r in results] for t in TEACHERS
+            },
             "mean_weight": {t: [r["mean_weight"][t] for r in results] for t in TEACHERS},
             "seconds": [r["seconds"] for r in results],
         }
@@ -139,14 +153,19 @@ def table(results: dict) -> str:
         f"{acc['weak']:.4f}, noisy {acc['noisy']:.4f}.",
         "",
         "| teachers and weights | dev accuracy | mean weight strong / weak / noisy | "
-        "selection rate strong / weak / noisy (after warm-up) |",
-        "|---|---|---|---|",
+        "selection rate strong / weak / noisy (after warm-up) | ... on the examples that teacher gets wrong |",
+        "|---|---|---|---|---|",
     ]
     for row, label in ROWS.items():
         r = results["rows"][row]
         weights = " / ".join(cell(r["mean_weight"][t], 2).split(" (")[0] for t in TEACHERS) if row != "strong" else "1"
         selection = " / ".join(cell(r["selection"][t], 2).split(" (")[0] for t in TEACHERS) if row == "learned" else ""
-        lines.append(f"| {label} | {cell(r['best'])} | {weights} | {selection} |")
+        wrong = (
+            " / ".join(cell(r["selection_where_wrong"][t], 2).split(" (")[0] for t in TEACHERS)
+            if row == "learned"
+            else ""
+        )
+        lines.append(f"| {label} | {cell(r['best'])} | {weights} | {selection} | {wrong} |")
     return "\n".join(lines)
 
 

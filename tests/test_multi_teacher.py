@@ -19,7 +19,7 @@ from kdlab.engine.ensemble import EnsembleSource
 from kdlab.engine.teacher import TeacherSignals
 from kdlab.errors import UserError
 from kdlab.losses import confidence_weights, multi_teacher_kd, multi_teacher_mse, soft_kd
-from kdlab.methods.multi_teacher import MultiTeacherObjective
+from kdlab.methods.multi_teacher import MultiTeacherObjective, _selection_where_wrong
 from kdlab.methods.stages import Stage
 from kdlab.methods.teacher_policy import TeacherPolicy, improvement_rewards, policy_states
 
@@ -201,6 +201,15 @@ def test_improvement_rewards_by_hand():
     assert torch.isnan(rewards[2])
 
 
+def test_selection_where_wrong_by_hand():
+    # teacher 0 right on rows 0, 1; teacher 1 wrong on rows 0, 1; row 2 unlabelled counts nowhere
+    ensemble = torch.tensor([[[2.0, 0.0], [0.0, 2.0]], [[0.0, 2.0], [2.0, 0.0]], [[0.0, 2.0], [0.0, 2.0]]])
+    selected = torch.tensor([[1.0, 1.0], [0.0, 0.0], [1.0, 1.0]])
+    parts = _selection_where_wrong(ensemble, selected, torch.tensor([0, 1, IGNORE_LABEL]))
+    assert parts["wrong_t0"] == 0 and parts["select_wrong_t0"] == 0
+    assert parts["wrong_t1"].item() == pytest.approx(2 / 3) and parts["select_wrong_t1"].item() == pytest.approx(1 / 3)
+
+
 def test_the_policy_learns_to_skip_a_teacher_where_it_is_wrong():
     """A linear student on a 2-class toy task with three teachers: right, uninformative, and wrong on 40% of the
     examples (its logits flipped). Trained with the multi-teacher loss and the improvement reward, the policy
@@ -293,6 +302,7 @@ def test_distill_with_two_teachers_equal_and_learned(tiny_teacher_dir, second_te
     chosen = [r for r in records if "select_t0" in r]
     assert warm and all(r["weight_t0"] == pytest.approx(0.5) for r in warm)
     assert chosen and any(abs(r["weight_t0"] - r["weight_t1"]) > 1e-6 for r in chosen)
+    assert all(0 <= r["select_wrong_t1"] <= r["wrong_t1"] <= 1 for r in chosen)
 
 
 @pytest.mark.slow

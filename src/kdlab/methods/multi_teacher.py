@@ -12,7 +12,8 @@ teacher_weights:  equal       w_jk = 1/K
 The teachers' logits come from :class:`kdlab.engine.ensemble.EnsembleSource` as ``teacher.extras["ensemble"]``
 ``[B, K, C]`` (teacher.model first). Feature matches (internal/pid/sid) are unchanged: they read the primary
 teacher's features, as in :class:`Objective`. Each step logs the mean weight of every teacher as ``weight_t<k>``
-(and the selection rate ``select_t<k>`` for a learned policy).
+(and for a learned policy the selection rate ``select_t<k>``, and ``wrong_t<k>`` / ``select_wrong_t<k>`` whose
+ratio is its selection rate on the examples teacher k gets wrong).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 from kdlab.config import DistillConfig
+from kdlab.data.encoding import IGNORE_LABEL
 from kdlab.errors import UserError
 from kdlab.losses import confidence_weights, multi_teacher_kd, multi_teacher_mse
 from kdlab.methods.objective import Objective
@@ -75,6 +77,8 @@ class MultiTeacherObjective(Objective):
             parts[f"weight_t{k}"] = weights[:, k].float().mean()
             if selected is not None:
                 parts[f"select_t{k}"] = selected[:, k].mean()
+        if selected is not None and labels is not None:
+            parts.update(_selection_where_wrong(ensemble, selected, labels))
         return kd, parts
 
     def _weights(self, student: Tensor, ensemble: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -101,6 +105,19 @@ class MultiTeacherObjective(Objective):
         states, actions, before = self._pending
         self._pending = None
         self.policy.reinforce(states, actions, improvement_rewards(before, student_view, batch["labels"]))
+
+
+def _selection_where_wrong(ensemble: Tensor, selected: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """Per teacher k: the batch share where k's top class is not the gold one (``wrong_t<k>``) and where it is
+    wrong and selected (``select_wrong_t<k>``). Both are batch means, so the ratio of their sums over any span of
+    steps is the selection rate on the examples k gets wrong."""
+    labelled = (labels != IGNORE_LABEL).float()
+    wrong = (ensemble.argmax(-1) != labels.long().unsqueeze(1)).float() * labelled.unsqueeze(1)
+    parts = {}
+    for k in range(ensemble.shape[1]):
+        parts[f"wrong_t{k}"] = wrong[:, k].mean()
+        parts[f"select_wrong_t{k}"] = (wrong[:, k] * selected[:, k]).mean()
+    return parts
 
 
 def _check(cfg: DistillConfig, regression: bool) -> None:
