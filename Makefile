@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+# pip's wheel cache would hold a second copy of torch and friends on disk; a CI run once ran out of space.
+export PIP_NO_CACHE_DIR := 1
 
 .PHONY: install demo test lint bench clean
 

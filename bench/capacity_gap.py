@@ -29,21 +29,18 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 
 import torch
 import yaml
-from common import cell, machine, once
+from common import cell, once, provenance, write_results
 
 import kdlab
 from kdlab.models.images import ImageModelConfig, image_parameter_count, load_image_model
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench" / "work" / "fashion"
 STUDENTS = {  # name -> (kind, width, width of its teacher assistant)
     "cnn16": ("cnn", 16, 32),
@@ -203,10 +200,7 @@ def table(results: dict) -> str:
 
 def report(args: argparse.Namespace, teacher_info: dict) -> str:
     results = {
-        "benchmark": "capacity_gap",
-        "date": date.today().isoformat(),
-        "machine": machine(),
-        "command": " ".join(["python bench/capacity_gap.py", *sys.argv[1:]]),
+        **provenance("capacity_gap"),
         "train_examples": args.train_examples,
         "dev_examples": args.dev_examples,
         "epochs": args.epochs,
@@ -217,9 +211,7 @@ def report(args: argparse.Namespace, teacher_info: dict) -> str:
     }
     text = table(results)
     if args.work is None:  # a smoke test elsewhere leaves the real results alone
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "capacity_gap.json").write_text(json.dumps(results, indent=2) + "\n")
-        (RESULTS / "capacity_gap.md").write_text(text + "\n")
+        write_results("capacity_gap", results, text)
     return text
 
 

@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from datetime import date
 from pathlib import Path
 
 import torch
-from common import cell, machine, once, train_subset_file
+from common import cell, once, provenance, train_subset_file, write_results
 
 import kdlab
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench" / "work" / "gap_sst2"
 TEACHER = ROOT / "bench" / "work" / "sst2" / "teacher" / "model"
 STUDENTS = {
@@ -167,10 +164,7 @@ def main() -> None:
                         run(args, student, method, seed)
     teacher = kdlab.evaluate(base_recipe(args, "L1", 0, WORK / "unused"), model=str(TEACHER))
     results = {
-        "benchmark": "capacity_gap_sst2",
-        "date": date.today().isoformat(),
-        "machine": machine(),
-        "command": " ".join(["python bench/capacity_gap_sst2.py", *sys.argv[1:]]),
+        **provenance("capacity_gap_sst2"),
         "train_examples": args.train_examples,
         "epochs": args.epochs,
         "teacher_accuracy": teacher.metrics["accuracy"],
@@ -178,9 +172,7 @@ def main() -> None:
         "rows": collect(),
     }
     if args.work is None:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "capacity_gap_sst2.json").write_text(json.dumps(results, indent=2) + "\n")
-        (RESULTS / "capacity_gap_sst2.md").write_text(table(results) + "\n")
+        write_results("capacity_gap_sst2", results, table(results))
     print(table(results))
 
 

@@ -6,8 +6,10 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import torch
@@ -19,6 +21,28 @@ def summarise(values: list[float]) -> dict:
 
 def machine() -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def provenance(name: str) -> dict:
+    """Where a result comes from: the benchmark, today's date, the machine and the command that gave it."""
+    return {
+        "benchmark": name,
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "command": " ".join([f"python bench/{name}.py", *sys.argv[1:]]),
+    }
+
+
+def write_results(name: str, results: dict, table: str) -> None:
+    """``bench/results/<name>.json`` and ``.md``, each written atomically (an interrupted run leaves the old pair)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(results, indent=2) + "\n"), (".md", table + "\n")):
+        tmp = RESULTS / f"{name}{suffix}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, RESULTS / f"{name}{suffix}")
 
 
 def train_subset_file(task: str, count: int, folder: Path) -> str:

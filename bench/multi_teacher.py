@@ -22,17 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
-from datetime import date
 from pathlib import Path
 
 import torch
-from common import cell, machine, once, train_subset_file
+from common import cell, once, provenance, train_subset_file, write_results
 
 import kdlab
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench" / "work" / "multi_teacher"
 STRONG = ROOT / "bench" / "work" / "sst2" / "teacher" / "model"
 ROWS = {
@@ -195,19 +192,14 @@ def main() -> None:
         for name, path in teacher_dirs.items()
     }
     results = {
-        "benchmark": "multi_teacher",
-        "date": date.today().isoformat(),
-        "machine": machine(),
-        "command": " ".join(["python bench/multi_teacher.py", *sys.argv[1:]]),
+        **provenance("multi_teacher"),
         "train_examples": args.train_examples,
         "epochs": args.epochs,
         "teacher_accuracy": accuracy,
         "rows": collect(),
     }
     if args.work is None:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "multi_teacher.json").write_text(json.dumps(results, indent=2) + "\n")
-        (RESULTS / "multi_teacher.md").write_text(table(results) + "\n")
+        write_results("multi_teacher", results, table(results))
     print(table(results))
 
 

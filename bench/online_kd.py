@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from datetime import date
 from pathlib import Path
 
 import torch
-from common import cell, machine, once
+from common import cell, once, provenance, write_results
 
 import kdlab
 from kdlab.config import TaskConfig
@@ -33,7 +31,6 @@ from kdlab.data.images import collate_images, load_image_data
 from kdlab.models.images import image_logits, load_image_model
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench" / "work" / "online_kd"
 ROWS = {
     "independent": "independent students (no exchange)",
@@ -132,19 +129,14 @@ def main() -> None:
             for row in args.rows:
                 run(args, row, seed, dev, labels)
     results = {
-        "benchmark": "online_kd",
-        "date": date.today().isoformat(),
-        "machine": machine(),
-        "command": " ".join(["python bench/online_kd.py", *sys.argv[1:]]),
+        **provenance("online_kd"),
         "peers": args.peers,
         "width": args.width,
         "train_examples": args.train_examples,
         "epochs": args.epochs,
     }
     if args.work is None:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "online_kd.json").write_text(json.dumps({**results, "table": table(results)}, indent=2) + "\n")
-        (RESULTS / "online_kd.md").write_text(table(results) + "\n")
+        write_results("online_kd", {**results, "table": table(results)}, table(results))
     print(table(results))
 
 
