@@ -7,7 +7,8 @@ Teachers (all label the student's training set once):
 Student: 1 layer copied from the strong teacher (layer 6), the same subset and settings as the L1 row of
 bench/capacity_gap_sst2.py (T = 2, alpha = 0.5). Rows: soft-label KD from the strong teacher alone, and from all three
 with equal weights, confidence weights (each teacher's probability of the gold class) and learned selection
-(Yuan et al. 2021: a Bernoulli policy per example and teacher, REINFORCE, one warm-up epoch of equal weights).
+(Yuan et al. 2021: a Bernoulli policy per example and teacher, REINFORCE, one warm-up epoch of equal weights), with
+the policy's default learning rate and with a ten times smaller one.
 For the learned policy the table shows how often it selected each teacher after warm-up, overall and on the
 training examples that teacher gets wrong (its top class is not the gold label).
 
@@ -36,8 +37,10 @@ ROWS = {
     "strong": "KD from the strong teacher only",
     "equal": "3 teachers, equal weights",
     "confidence": "3 teachers, confidence weights",
-    "learned": "3 teachers, learned selection",
+    "learned-lr1e-3": "3 teachers, learned selection, policy lr 1e-3",
+    "learned": "3 teachers, learned selection, policy lr 1e-2 (default)",
 }
+POLICY_LR = {"learned-lr1e-3": 1e-3}  # the other learned row keeps PolicyConfig's default
 TEACHERS = ("strong", "weak", "noisy")
 
 
@@ -93,8 +96,10 @@ def run(args: argparse.Namespace, row: str, seed: int, teacher_dirs: dict[str, s
     spec = recipe(args.subset, seed, out, args.epochs)
     if row != "strong":
         spec["distill"]["teachers"] = [teacher_dirs["weak"], teacher_dirs["noisy"]]
-        spec["distill"]["teacher_weights"] = row
+        spec["distill"]["teacher_weights"] = row.split("-")[0]
         spec["distill"]["policy"] = {"warmup_epochs": 1}
+        if row in POLICY_LR:
+            spec["distill"]["policy"]["lr"] = POLICY_LR[row]
 
     def train() -> dict:
         summary = kdlab.distill(spec)
@@ -155,15 +160,17 @@ def table(results: dict) -> str:
     ]
     for row, label in ROWS.items():
         r = results["rows"][row]
-        weights = " / ".join(cell(r["mean_weight"][t], 2).split(" (")[0] for t in TEACHERS) if row != "strong" else "1"
-        selection = " / ".join(cell(r["selection"][t], 2).split(" (")[0] for t in TEACHERS) if row == "learned" else ""
-        wrong = (
-            " / ".join(cell(r["selection_where_wrong"][t], 2).split(" (")[0] for t in TEACHERS)
-            if row == "learned"
-            else ""
-        )
+        learned = row.startswith("learned")
+        weights = per_teacher(r["mean_weight"]) if row != "strong" else "1"
+        selection = per_teacher(r["selection"]) if learned else ""
+        wrong = per_teacher(r["selection_where_wrong"]) if learned else ""
         lines.append(f"| {label} | {cell(r['best'])} | {weights} | {selection} | {wrong} |")
     return "\n".join(lines)
+
+
+def per_teacher(values: dict[str, list[float]]) -> str:
+    """``mean ± std`` of every teacher, strong / weak / noisy."""
+    return " / ".join(cell(values[t], 2).split(" (")[0] for t in TEACHERS)
 
 
 def main() -> None:
