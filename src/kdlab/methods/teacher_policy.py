@@ -22,6 +22,9 @@ Deviations from the paper, on purpose:
   the effect of the actions (measured: with -CE the SST-2 policy kept selecting every teacher about half the
   time, a corrupted one included; the drop learns to skip the teacher that is wrong on x_j, see the tests).
   The batch mean is the baseline.
+Known weakness: an example with no teacher selected gets only the gold half of the loss, so its CE drops less and
+the reward at first favours selecting more teachers, whichever they are. A policy that drifts to selecting all of
+them explores little afterwards (one SST-2 seed of three in bench/multi_teacher.py: equal weights again).
 The policy has its own optimizer and lives outside DistillModule (not wrapped by DDP, not in checkpoints).
 """
 
