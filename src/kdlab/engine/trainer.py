@@ -181,7 +181,8 @@ class Trainer:
             self.job.objective.set_progress(stage, (state.epoch + state.batch / len(global_batches)) / stage.epochs)
             mine, batch = self._local_batch(indices)
             last_micro = (state.micro_step + 1) % self.cfg.grad_accum_steps == 0
-            dropout_state = self._rng_state() if self.job.objective.wants_after_update else None
+            # Only the micro-batch that closes an update gets a reward pass, so only its random state is kept.
+            dropout_state = self._rng_state() if last_micro and self.job.objective.wants_after_update else None
             _, parts = self._forward_backward(batch, mine, stage, student_taps, sync=last_micro)
             state.micro_step += 1
             state.batch += 1
@@ -234,7 +235,7 @@ class Trainer:
         forward, so the student drops the same units as it did then: the change in its output is the update's
         alone, not a new dropout draw. The fork leaves the training stream where it was.
         """
-        if not self.job.objective.wants_after_update or dropout_state is None:
+        if dropout_state is None:  # the objective asked for no reward pass
             return
         module = self._unwrapped
         cuda = self.acc.device.type == "cuda"
